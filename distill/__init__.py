@@ -1,0 +1,1 @@
+"""SnapFlow distillation (installed as ``snapflow_distill``); imports without ROS."""

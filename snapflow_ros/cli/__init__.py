@@ -1,0 +1,1 @@
+"""The `snapflow` command line."""

@@ -1,0 +1,66 @@
+"""Shared test setup: ROS isolation for the whole session and a per-test rclpy context."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from snapflow_ros.ros.isolation import isolated_ros_env
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Before any rclpy.init: a random domain and localhost-only discovery keep tests off real
+# robots and off each other. Subprocesses inherit it.
+os.environ.update(isolated_ros_env())
+
+
+class RosHarness:
+    """One rclpy context per test: creates nodes, spins them, destroys every one at the end."""
+
+    def __init__(self) -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.nodes: list = []
+
+    def add(self, node):
+        self.nodes.append(node)
+        self.executor.add_node(node)
+        return node
+
+    def node(self, factory: Callable, *args, **kwargs):
+        """factory(*args, context=..., **kwargs), added to the executor."""
+        return self.add(factory(*args, context=self.context, **kwargs))
+
+    def spin_until(self, condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if condition():
+                return True
+            self.executor.spin_once(timeout_sec=0.05)
+        return condition()
+
+    def spin_for(self, seconds: float) -> None:
+        self.spin_until(lambda: False, timeout_s=seconds)
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        for node in self.nodes:
+            node.destroy_node()
+        self.context.try_shutdown()
+
+
+@pytest.fixture
+def ros() -> Iterator[RosHarness]:
+    harness = RosHarness()
+    try:
+        yield harness
+    finally:
+        harness.close()

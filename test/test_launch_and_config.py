@@ -1,0 +1,105 @@
+"""launch/policy.launch.py and config/policy_node.yaml only name what the node declares.
+
+The launch package is not installable here, so the launch file is checked as source (it
+must parse, start an executable the package installs, and name only declared parameters and
+launch arguments); the YAML file is loaded by a real node through --params-file.
+"""
+
+from __future__ import annotations
+
+import ast
+from importlib.metadata import entry_points
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+LAUNCH_FILE = REPO / "launch" / "policy.launch.py"
+PARAMS_FILE = REPO / "config" / "policy_node.yaml"
+
+
+def _calls(tree: ast.AST, name: str) -> list[ast.Call]:
+    return [
+        n for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and getattr(n.func, "id", getattr(n.func, "attr", None)) == name
+    ]
+
+
+def _string_args(calls: list[ast.Call]) -> set[str]:
+    return {c.args[0].value for c in calls if c.args and isinstance(c.args[0], ast.Constant)}
+
+
+@pytest.fixture(scope="module")
+def launch_tree() -> ast.Module:
+    return ast.parse(LAUNCH_FILE.read_text(), filename=str(LAUNCH_FILE))
+
+
+def test_launch_file_defines_generate_launch_description(launch_tree):
+    functions = {n.name for n in launch_tree.body if isinstance(n, ast.FunctionDef)}
+    assert "generate_launch_description" in functions
+
+
+def test_launch_configurations_are_declared_arguments(launch_tree):
+    declared = _string_args(_calls(launch_tree, "DeclareLaunchArgument"))
+    used = _string_args(_calls(launch_tree, "LaunchConfiguration"))
+    assert {"params_file", "checkpoint", "namespace"} <= declared
+    assert used and used <= declared, f"undeclared launch arguments: {used - declared}"
+
+
+def test_launch_starts_an_installed_executable(launch_tree):
+    (node_call,) = _calls(launch_tree, "Node")
+    keywords = {k.arg: k.value for k in node_call.keywords}
+    assert keywords["package"].value == "snapflow_ros"
+    scripts = {ep.name for ep in entry_points(group="console_scripts") if ep.value.startswith("snapflow_ros.")}
+    assert keywords["executable"].value in scripts
+
+
+def test_launch_names_only_declared_parameters_and_topics(ros, launch_tree):
+    from rclpy.parameter import Parameter
+
+    from snapflow_ros.ros.policy_node import PolicyNode
+
+    node = ros.node(PolicyNode, parameter_overrides=[Parameter("joint_names", value=["a"])])
+    parameter_names = {
+        key.value for d in ast.walk(launch_tree) if isinstance(d, ast.Dict)
+        for key in d.keys if isinstance(key, ast.Constant)
+    }
+    assert parameter_names, "no parameter dict found in the launch file: update this test"
+    assert all(node.has_parameter(name) for name in parameter_names), parameter_names
+
+    (node_call,) = _calls(launch_tree, "Node")
+    remappings = next(k.value for k in node_call.keywords if k.arg == "remappings")
+    remapped = {t.elts[0].value for t in remappings.elts}
+    topics = {name.split("/")[-1] for name, _ in node.get_topic_names_and_types()} | {
+        s.topic_name.split("/")[-1] for s in node.subscriptions
+    } | {p.topic_name.split("/")[-1] for p in node.publishers}
+    assert remapped <= topics, f"remapped topics the node does not use: {remapped - topics}"
+
+
+def test_params_file_keys_match_declared_parameters():
+    from snapflow_ros.ros.parameters import POLICY_NODE_PARAMETERS
+
+    params = yaml.safe_load(PARAMS_FILE.read_text())["/**"]["ros__parameters"]
+    assert set(params) == {spec.name for spec in POLICY_NODE_PARAMETERS}
+
+
+def test_node_loads_the_params_file(ros):
+    """The YAML's values reach the node with the declared types (via --params-file)."""
+    import rclpy
+
+    from snapflow_ros.ros.policy_node import PolicyNode
+
+    context = rclpy.Context()
+    rclpy.init(args=["--ros-args", "--params-file", str(PARAMS_FILE)], context=context)
+    try:
+        node = PolicyNode(context=context)
+        try:
+            params = yaml.safe_load(PARAMS_FILE.read_text())["/**"]["ros__parameters"]
+            assert node.config.joint_names == tuple(params["joint_names"])
+            assert node.config.chunk_rate_hz == params["chunk_rate_hz"]
+            assert node.config.action_horizon == params["action_horizon"]
+        finally:
+            node.destroy_node()
+    finally:
+        context.try_shutdown()
