@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--params-file", type=_existing_file, default=None,
                       help="policy_node parameters (default: the installed config/policy_node.yaml)")
     demo.set_defaults(run=_demo)
+
+    from snapflow_ros.cli.engine import add_commands
+
+    add_commands(commands)
     return parser
 
 
@@ -67,10 +71,11 @@ def _existing_file(value: str) -> Path:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
+        result = args.run(args)
     except SnapflowError as error:
         print(f"snapflow {args.command}: error: {error}", file=sys.stderr)
         return 2
+    return result if isinstance(result, int) else 0  # commands return an exit code or a result
 
 
 if __name__ == "__main__":

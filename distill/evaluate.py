@@ -1,0 +1,79 @@
+"""Offline evaluation on held-out data: accuracy of teacher@N, naive teacher@1 and student@1
+against the ground truth and against the 10-step teacher, plus per-call latency."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from snapflow_distill.data import InMemoryChunkDataset
+from snapflow_ros.flow.sampling import euler_sample
+from snapflow_ros.policy.contract import FlowPolicy, RawBatch
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str            # e.g. "teacher@10"
+    policy: FlowPolicy
+    steps: int
+
+
+@torch.no_grad()
+def sample_chunks(policy: FlowPolicy, batch: RawBatch, steps: int, noise: torch.Tensor) -> torch.Tensor:
+    """Unnormalised (B, chunk, dim) actions: prepare -> prefix once -> `steps` expert passes."""
+    policy.eval()
+    inputs = policy.prepare(batch)
+    cache = policy.embed_prefix(inputs)
+    return policy.unnormalize_actions(euler_sample(policy, cache, noise.to(policy.device), steps)).cpu()
+
+
+def _mse_cos(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    return (float(((a - b) ** 2).mean()),
+            float(F.cosine_similarity(a.flatten(1), b.flatten(1), dim=1).mean()))
+
+
+@torch.no_grad()
+def latency_ms(candidates: list[Candidate], batch: RawBatch, repeats: int) -> dict[str, dict[str, float]]:
+    """Per-call latency at batch size 1, the candidates interleaved so machine noise hits all alike."""
+    single = RawBatch(images={c: v[:1] for c, v in batch["images"].items()},
+                      instruction=batch["instruction"][:1], state=batch["state"][:1])
+    shape = (1, candidates[0].policy.chunk_size, candidates[0].policy.action_dim)
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    times: dict[str, list[float]] = {c.name: [] for c in candidates}
+    for c in candidates:  # warm-up
+        sample_chunks(c.policy, single, c.steps, noise)
+    for _ in range(repeats):
+        for c in candidates:
+            start = time.perf_counter()
+            sample_chunks(c.policy, single, c.steps, noise)
+            times[c.name].append((time.perf_counter() - start) * 1e3)
+    return {name: {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95)),
+                   "mean": float(np.mean(v))} for name, v in times.items()}
+
+
+def evaluate(candidates: list[Candidate], reference: Candidate, dataset: InMemoryChunkDataset,
+             seed: int, latency_repeats: int = 50,
+             extra: Callable[[torch.Tensor, RawBatch], dict[str, float]] | None = None) -> dict:
+    """Metrics per candidate; every candidate starts from the same noise (seeded)."""
+    batch = dataset.batch(torch.arange(len(dataset)))
+    shape = (len(dataset), reference.policy.chunk_size, reference.policy.action_dim)
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    reference_actions = sample_chunks(reference.policy, batch, reference.steps, noise)
+    latencies = latency_ms(candidates, batch, latency_repeats)
+    results = {}
+    for c in candidates:
+        actions = sample_chunks(c.policy, batch, c.steps, noise)
+        mse_gt, cos_gt = _mse_cos(actions, batch["actions"])
+        mse_ref, cos_ref = _mse_cos(actions, reference_actions)
+        results[c.name] = {
+            "steps": c.steps, "mse_vs_ground_truth": mse_gt, "cosine_vs_ground_truth": cos_gt,
+            f"mse_vs_{reference.name}": mse_ref, f"cosine_vs_{reference.name}": cos_ref,
+            "latency_ms": latencies[c.name], **(extra(actions, batch) if extra else {}),
+        }
+    return {"samples": len(dataset), "noise_seed": seed, "reference": reference.name,
+            "results": results}

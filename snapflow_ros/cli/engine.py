@@ -1,0 +1,203 @@
+"""`snapflow train-teacher | distill | eval | bench-distill`: the SnapFlow engine without ROS."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from snapflow_ros.errors import ConfigError
+
+TASKS = ("synthetic-detour",)
+
+
+def _progress(label: str):
+    def report(p) -> None:
+        print(f"{label}: step {p.step}/{p.total_steps} loss {p.loss:.4f} (fm {p.loss_flow_matching:.4f}, "
+              f"consistency {p.loss_consistency:.4f}) {p.steps_per_second:.1f} steps/s "
+              f"eta {p.eta_seconds:.0f}s", file=sys.stderr, flush=True)
+    return report
+
+
+def _task_data(args: argparse.Namespace):
+    """(train, held-out, routes of the held-out samples) of the chosen task."""
+    from snapflow_distill.synthetic import make_dataset
+
+    if args.task not in TASKS:
+        raise ConfigError(f"unknown task '{args.task}'; known: {list(TASKS)}")
+    dataset, routes = make_dataset(args.samples + args.holdout, seed=args.data_seed)
+    train, held_out = dataset.split(args.holdout)
+    return train, held_out, routes[len(train):]
+
+
+def _train_config(args: argparse.Namespace, objective: str):
+    from snapflow_distill.trainer import TrainConfig
+
+    return TrainConfig(objective=objective, steps=args.steps, batch_size=args.batch_size,
+                       learning_rate=args.lr, warmup_steps=min(args.warmup, args.steps),
+                       alpha=args.alpha, consistency_weight=args.consistency_weight,
+                       ema_decay=args.ema, checkpoint_every=args.checkpoint_every,
+                       log_every=args.log_every, seed=args.seed)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def train_teacher(args: argparse.Namespace) -> Path:
+    from snapflow_distill.synthetic import task_config
+    from snapflow_distill.trainer import Trainer
+    from snapflow_ros.families.builtin import BuiltinVLA
+
+    torch.manual_seed(args.seed)
+    train, _, _ = _task_data(args)
+    policy = BuiltinVLA(task_config())
+    policy.state_normalizer.fit(train.states)
+    policy.action_normalizer.fit(train.actions)
+    trainer = Trainer(policy.to(_device(args.device)), train, _train_config(args, "flow_matching"),
+                      args.output, _progress("train-teacher"))
+    path = trainer.run()
+    print(f"teacher written to {path}")
+    return path
+
+
+def distill(args: argparse.Namespace) -> Path:
+    from snapflow_distill.trainer import Trainer
+    from snapflow_ros.policy.checkpoint import checkpoint_id, load_policy
+
+    student = load_policy(args.teacher, _device(args.device))
+    train, _, _ = _task_data(args)
+    trainer = Trainer(student, train, _train_config(args, "snapflow"), args.output, _progress("distill"))
+    trainer.provenance |= {"teacher": str(args.teacher), "teacher_id": checkpoint_id(args.teacher),
+                          "task": args.task, "data_seed": args.data_seed, "samples": args.samples}
+    path = trainer.run()
+    print(f"student written to {path}")
+    return path
+
+
+def evaluate_checkpoints(args: argparse.Namespace) -> dict:
+    from snapflow_distill.evaluate import Candidate, evaluate
+    from snapflow_distill.synthetic import obstacle_hits
+    from snapflow_ros.policy.checkpoint import load_policy
+
+    _, held_out, routes = _task_data(args)
+    teacher = load_policy(args.teacher)
+    candidates = [Candidate("teacher@10", teacher, 10), Candidate("teacher@1", teacher, 1)]
+    if args.student:
+        candidates.append(Candidate("student@1", load_policy(args.student), 1))
+
+    def task_metrics(actions, batch) -> dict[str, float]:
+        nearest = ((actions[:, None] - routes) ** 2).mean((-1, -2)).min(1).values
+        return {"mse_to_nearest_expert_route": float(nearest.mean()),
+                "obstacle_hit_rate": float(obstacle_hits(actions, batch["state"]).float().mean())}
+
+    report = evaluate(candidates, candidates[0], held_out, seed=args.seed,
+                      latency_repeats=args.latency_repeats, extra=task_metrics)
+    report |= {"task": args.task, "data_seed": args.data_seed, "teacher": str(args.teacher),
+               "student": str(args.student) if args.student else None,
+               "torch_threads": torch.get_num_threads()}
+    return report
+
+
+def _write_json(report: dict, path: Path | None) -> None:
+    text = json.dumps(report, indent=2)
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n")
+        print(f"wrote {path}", file=sys.stderr)
+    print(text)
+
+
+def bench_distill(args: argparse.Namespace) -> dict:
+    """Teacher from scratch -> SnapFlow student -> evaluation, in one run (ratios side by side)."""
+    started = time.perf_counter()
+    work = args.workdir
+    args.output = work / "teacher"
+    args.steps, steps_student = args.teacher_steps, args.student_steps
+    args.teacher = train_teacher(args)
+    args.output, args.steps = work / "student", steps_student
+    args.lr = args.student_lr
+    args.student = distill(args)
+    report = evaluate_checkpoints(args)
+    r = report["results"]
+    report["latency_ratio_teacher10_over_student1"] = (
+        r["teacher@10"]["latency_ms"]["p50"] / r["student@1"]["latency_ms"]["p50"])
+    report["seeds"] = {"train": args.seed, "data": args.data_seed, "noise": args.seed}
+    report["steps"] = {"teacher": args.teacher_steps, "student": steps_student}
+    report["wall_seconds"] = time.perf_counter() - started
+    return report
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    def data_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--task", default=TASKS[0], choices=TASKS,
+                       help="training/evaluation data: the synthetic two-route reaching task "
+                       "(multi-modal expert; LeRobot datasets and rosbags come with later releases)")
+        p.add_argument("--samples", type=int, default=4096, help="training samples (default: 4096)")
+        p.add_argument("--holdout", type=int, default=512, help="held-out samples (default: 512)")
+        p.add_argument("--data-seed", type=int, default=0, help="seed of the generated data (default: 0)")
+
+    def train_flags(p: argparse.ArgumentParser, steps: int | None, lr: float) -> None:
+        if steps is not None:
+            p.add_argument("--steps", type=int, default=steps, help=f"optimisation steps (default: {steps})")
+        p.add_argument("--batch-size", type=int, default=64, help="batch size (default: 64)")
+        p.add_argument("--lr", type=float, default=lr, help=f"peak AdamW learning rate (default: {lr:g})")
+        p.add_argument("--warmup", type=int, default=100, help="linear warmup steps before cosine decay (default: 100)")
+        p.add_argument("--alpha", type=float, default=0.5, help="SnapFlow: share of samples routed to flow matching (default: 0.5)")
+        p.add_argument("--consistency-weight", type=float, default=0.1, help="SnapFlow: lambda, weight of the consistency loss (default: 0.1)")
+        p.add_argument("--ema", type=float, default=0.0, help="EMA decay of the saved weights; 0 disables (default: 0)")
+        p.add_argument("--checkpoint-every", type=int, default=500, help="steps between resumable checkpoints; 0: final only (default: 500)")
+        p.add_argument("--log-every", type=int, default=100, help="steps between progress lines and metrics.jsonl rows (default: 100)")
+        p.add_argument("--seed", type=int, default=0, help="seed of initialisation, batches and noise (default: 0)")
+        p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when present; default)")
+
+    p = commands.add_parser("train-teacher", help="train a flow-matching teacher (built-in VLA) from scratch",
+                            description="Train the built-in VLA with the flow-matching loss. Re-running with the "
+                            "same --output resumes from its newest checkpoint.")
+    p.add_argument("--output", type=Path, required=True, help="run directory; the policy lands in OUTPUT/policy")
+    data_flags(p)
+    train_flags(p, steps=3000, lr=2e-3)
+    p.set_defaults(run=train_teacher)
+
+    p = commands.add_parser("distill", help="SnapFlow-distil a teacher checkpoint into a 1-step student",
+                            description="Self-distil TEACHER (a checkpoint directory) with SnapFlow: frozen "
+                            "backbone, mixed flow-matching + two-step consistency loss, zero-initialised "
+                            "target-time MLP. Re-running with the same --output resumes.")
+    p.add_argument("teacher", type=Path, help="teacher checkpoint directory (config.json, model.safetensors, ...)")
+    p.add_argument("--output", type=Path, required=True, help="run directory; the student lands in OUTPUT/policy")
+    data_flags(p)
+    train_flags(p, steps=2000, lr=1e-3)
+    p.set_defaults(run=distill)
+
+    p = commands.add_parser("eval", help="offline metrics: teacher@10, naive teacher@1, student@1",
+                            description="Held-out action MSE/cosine vs ground truth and vs teacher@10, the "
+                            "task's own metrics and per-call latency, as JSON.")
+    p.add_argument("teacher", type=Path, help="teacher checkpoint directory")
+    p.add_argument("--student", type=Path, default=None, help="student checkpoint directory (optional)")
+    p.add_argument("--json", type=Path, default=None, help="also write the report to this file")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (default: 0)")
+    p.add_argument("--latency-repeats", type=int, default=50, help="timed calls per policy (default: 50)")
+    data_flags(p)
+    p.set_defaults(run=lambda a: _write_json(evaluate_checkpoints(a), a.json))
+
+    p = commands.add_parser("bench-distill", help="benchmark: train teacher, distil, evaluate; JSON table",
+                            description="On the multi-modal synthetic task: train a teacher, distil a student and "
+                            "report MSE of teacher@10, naive teacher@1 and student@1 plus the latency ratio "
+                            "teacher@10 / student@1 measured in the same run.")
+    p.add_argument("--workdir", type=Path, default=Path("runs/bench-distill"), help="where checkpoints go (default: runs/bench-distill)")
+    p.add_argument("--json", type=Path, default=Path("runs/bench-distill/report.json"), help="report file (default: runs/bench-distill/report.json)")
+    p.add_argument("--teacher-steps", type=int, default=3000, help="teacher training steps (default: 3000)")
+    p.add_argument("--student-steps", type=int, default=2000, help="distillation steps (default: 2000)")
+    p.add_argument("--student-lr", type=float, default=1e-3, help="distillation learning rate (default: 1e-3)")
+    p.add_argument("--latency-repeats", type=int, default=50, help="timed calls per policy (default: 50)")
+    data_flags(p)
+    train_flags(p, steps=None, lr=2e-3)
+    p.set_defaults(run=lambda a: _write_json(bench_distill(a), a.json))

@@ -1,0 +1,1 @@
+"""Policy families: each implements snapflow_ros.policy.contract.FlowPolicy."""

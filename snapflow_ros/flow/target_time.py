@@ -1,0 +1,29 @@
+"""phi(s): the target-time embedding SnapFlow adds to a flow policy (paper, section 3)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from snapflow_ros.flow.time import sinusoidal_time_embedding
+
+
+class TargetTimeMLP(nn.Module):
+    """sinusoid(s) -> Linear -> SiLU -> Linear, added to sinusoid(t) before the policy's time MLP.
+
+    Only the LAST Linear is zero-initialised: the policy is unchanged at step 0 (the student
+    starts as the teacher), while the first layer still gets gradients once the last one moves
+    (zeroing both would leave silu(0) * 0 = 0 and no gradient to either).
+    """
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.width = width
+        self.linear_in = nn.Linear(width, width)
+        self.linear_out = nn.Linear(width, width)
+        nn.init.zeros_(self.linear_out.weight)
+        nn.init.zeros_(self.linear_out.bias)
+
+    def forward(self, target_time: torch.Tensor) -> torch.Tensor:
+        features = sinusoidal_time_embedding(target_time, self.width).to(self.linear_in.weight.dtype)
+        return self.linear_out(nn.functional.silu(self.linear_in(features)))

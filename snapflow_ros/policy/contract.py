@@ -1,0 +1,72 @@
+"""The FlowPolicy contract every teacher family implements (built-in, pi0, pi0.5, SmolVLA).
+
+    inputs = policy.prepare(raw_batch)         # the ONE preprocessing path (normalisation, tokens)
+    cache  = policy.embed_prefix(inputs)        # observation prefix, computed once per chunk
+    v      = policy.velocity(x, t, s, cache)    # one expert pass: average velocity from t to s
+    a      = policy.unnormalize_actions(x0)
+
+Sampling (snapflow_ros.flow.sampling) and SnapFlow (snapflow_distill) only use these.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Protocol, TypedDict
+
+import torch
+from torch import nn
+
+
+class RawBatch(TypedDict, total=False):
+    """Unnormalised inputs, batched. Training batches also carry actions."""
+
+    images: dict[str, torch.Tensor]  # camera -> (B, H, W, 3) uint8 RGB
+    instruction: list[str]           # B task strings
+    state: torch.Tensor              # (B, state_dim) float
+    actions: torch.Tensor            # (B, chunk_size, action_dim) float, training only
+    action_mask: torch.Tensor        # (B, chunk_size) bool, False on padding past episode end
+
+
+class PrefixCache(Protocol):
+    """What embed_prefix returns: per-layer keys/values (or similar) for the expert to attend to."""
+
+    @property
+    def batch_size(self) -> int: ...
+
+    def select(self, index: torch.Tensor) -> PrefixCache:
+        """The cache of the samples at `index` (a 1-D long tensor)."""
+        ...
+
+
+class FlowPolicy(nn.Module, ABC):
+    """A flow-matching action policy with a target-time input s (SnapFlow's F(x, t, s | c))."""
+
+    family: str
+    chunk_size: int
+    action_dim: int
+
+    @abstractmethod
+    def prepare(self, batch: RawBatch) -> dict[str, Any]:
+        """Normalised model inputs (and targets when `batch` has actions) on the policy's device."""
+
+    @abstractmethod
+    def embed_prefix(self, inputs: dict[str, Any]) -> PrefixCache:
+        """Encode the observation (images, language, state) once."""
+
+    @abstractmethod
+    def velocity(self, x: torch.Tensor, t: torch.Tensor, s: torch.Tensor,
+                 cache: PrefixCache) -> torch.Tensor:
+        """(B, chunk_size, action_dim) average velocity carrying x from time t to time s."""
+
+    @abstractmethod
+    def unnormalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        """Normalised actions -> robot units."""
+
+    @abstractmethod
+    def expert_parameters(self) -> list[nn.Parameter]:
+        """What SnapFlow trains: the action expert, its projections, the time MLPs and phi.
+        Everything else (the vision-language backbone) stays frozen."""
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
