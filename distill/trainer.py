@@ -7,6 +7,7 @@ RNG streams and step, so a resumed run continues bit for bit on CPU.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -171,8 +172,6 @@ class Trainer:
     def _policy_for_saving(self) -> FlowPolicy:
         if self.ema is None:
             return self.policy
-        import copy
-
         averaged = copy.deepcopy(self.policy)
         trainable = [p for p in averaged.parameters() if p.requires_grad]
         with torch.no_grad():

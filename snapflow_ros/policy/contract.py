@@ -44,6 +44,7 @@ class FlowPolicy(nn.Module, ABC):
     family: str
     chunk_size: int
     action_dim: int
+    target_time: nn.Module  # phi(s), zero-initialised last layer (snapflow_ros.flow.target_time)
 
     @abstractmethod
     def prepare(self, batch: RawBatch) -> dict[str, Any]:
