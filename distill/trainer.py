@@ -19,6 +19,7 @@ from typing import Literal
 import torch
 
 from snapflow_distill.data import ChunkDataset, fetch_batch
+from snapflow_distill.distributed import DistributedContext
 from snapflow_distill.loss import LossTerms, flow_matching_loss, snapflow_loss
 from snapflow_distill.schedule import warmup_cosine
 from snapflow_ros.errors import ConfigError
@@ -85,9 +86,22 @@ def trainable_parameters(policy: FlowPolicy, objective: Objective) -> list[torch
     return [p for p in policy.parameters() if p.requires_grad]
 
 
+class _LossModule(torch.nn.Module):
+    """The whole loss as one forward(), so DistributedDataParallel's gradient hooks apply."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        super().__init__()
+        self.policy = trainer.policy
+        self.compute = trainer.loss
+
+    def forward(self, index: torch.Tensor) -> LossTerms:
+        return self.compute(index)
+
+
 class Trainer:
     def __init__(self, policy: FlowPolicy, dataset: ChunkDataset, config: TrainConfig,
-                 output_dir: Path, progress: Callable[[Progress], None] | None = None) -> None:
+                 output_dir: Path, progress: Callable[[Progress], None] | None = None,
+                 distributed: DistributedContext | None = None) -> None:
         self.policy = policy
         self.dataset = dataset
         self.config = config
@@ -101,9 +115,19 @@ class Trainer:
         self.scheduler = warmup_cosine(self.optimizer, config.warmup_steps, config.steps,
                                        config.min_lr_ratio)
         self.ema = [p.detach().clone() for p in self.parameters] if config.ema_decay else None
-        self.data_generator = torch.Generator().manual_seed(config.seed)
-        self.loss_generator = torch.Generator().manual_seed(config.seed + 1)
+        self.dist = DistributedContext.from_env() if distributed is None else distributed
+        # Rank 0 draws exactly what a single process would; other ranks draw their own streams.
+        rank_seed = config.seed + 7919 * self.dist.rank
+        self.data_generator = torch.Generator().manual_seed(rank_seed)
+        self.loss_generator = torch.Generator().manual_seed(rank_seed + 1)
         self.step = 0
+        self.loss_module: torch.nn.Module | None = None
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            # DDP broadcasts rank 0's weights at construction: every rank starts equal.
+            self.loss_module = DistributedDataParallel(_LossModule(self), device_ids=ids)
 
     # --- one step ------------------------------------------------------------------------
     def loss(self, index: torch.Tensor) -> LossTerms:
@@ -126,7 +150,7 @@ class Trainer:
     def train_step(self) -> LossTerms:
         self.policy.train()
         index = torch.randint(len(self.dataset), (self.config.batch_size,), generator=self.data_generator)
-        terms = self.loss(index)
+        terms = self.loss_module(index) if self.loss_module is not None else self.loss(index)
         self.optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
         torch.nn.utils.clip_grad_norm_(self.parameters, self.config.grad_clip)
@@ -144,14 +168,15 @@ class Trainer:
         """Trains to config.steps (resuming from the newest checkpoint) and returns the final
         policy directory, output_dir/policy."""
         self.resume()
-        metrics = (self.output_dir / "metrics.jsonl").open("a")
+        main = self.dist.is_main
+        metrics = (self.output_dir / "metrics.jsonl").open("a") if main else None
         started, start_step = time.perf_counter(), self.step
         try:
             while self.step < self.config.steps:
                 terms = self.train_step()
                 if not math.isfinite(terms.total.item()):
                     raise FloatingPointError(f"loss became {terms.total.item()} at step {self.step}")
-                if self.step % self.config.log_every == 0 or self.step == self.config.steps:
+                if main and (self.step % self.config.log_every == 0 or self.step == self.config.steps):
                     rate = (self.step - start_step) / max(time.perf_counter() - started, 1e-9)
                     report = Progress(self.step, self.config.steps, terms.total.item(),
                                       terms.flow_matching.item(), terms.consistency.item(),
@@ -165,8 +190,12 @@ class Trainer:
                 if every and self.step % every == 0 and self.step < self.config.steps:
                     self.save_checkpoint()
         finally:
-            metrics.close()
-        return self.save_policy()
+            if metrics is not None:
+                metrics.close()
+        if main:
+            self.save_policy()
+        self.dist.barrier()
+        return self.output_dir / "policy"
 
     # --- checkpoints ---------------------------------------------------------------------
     def _policy_for_saving(self) -> FlowPolicy:
@@ -185,7 +214,12 @@ class Trainer:
         return save_policy(self._policy_for_saving(), self.output_dir / "policy", provenance)
 
     def save_checkpoint(self) -> Path:
+        """Every rank calls this (RNG streams are gathered); rank 0 writes."""
         final = self.output_dir / "checkpoints" / f"step-{self.step:08d}"
+        generators = self.dist.gather((self.data_generator.get_state(), self.loss_generator.get_state()))
+        if not self.dist.is_main:
+            self.dist.barrier()
+            return final
         with atomic_directory(final) as tmp:
             save_policy(self.policy, tmp / "policy")
             torch.save({
@@ -193,10 +227,11 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "ema": self.ema,
-                "data_generator": self.data_generator.get_state(),
-                "loss_generator": self.loss_generator.get_state(),
+                "generators": generators,  # (data, loss) states per rank
+                "world_size": self.dist.world_size,
                 "train_config": asdict(self.config),
             }, tmp / TRAINING_STATE)
+        self.dist.barrier()
         return final
 
     def resume(self) -> bool:
@@ -206,6 +241,9 @@ class Trainer:
             return False
         latest = checkpoints[-1]
         state = torch.load(latest / TRAINING_STATE, weights_only=False)
+        if state["world_size"] != self.dist.world_size:
+            raise ConfigError(f"{latest}: written by {state['world_size']} processes, resumed with "
+                              f"{self.dist.world_size}; resume with the same world size")
         if state["train_config"] != asdict(self.config):
             changed = {k for k, v in asdict(self.config).items() if state["train_config"].get(k) != v}
             raise ConfigError(f"{latest}: cannot resume with a different configuration (changed: "
@@ -215,7 +253,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.ema = state["ema"]
-        self.data_generator.set_state(state["data_generator"])
-        self.loss_generator.set_state(state["loss_generator"])
+        data_state, loss_state = state["generators"][self.dist.rank]
+        self.data_generator.set_state(data_state)
+        self.loss_generator.set_state(loss_state)
         self.step = state["step"]
         return True

@@ -19,12 +19,17 @@ def _run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("command", ["train-teacher", "distill", "eval", "bench-distill"])
 def test_help_explains_every_flag(command):
+    import argparse
+
+    from snapflow_ros.cli.main import build_parser
+
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    parser = subparsers.choices[command]
+    assert parser.description
+    undocumented = [a.option_strings or a.dest for a in parser._actions if not (a.help or "").strip()]
+    assert not undocumented, f"{command}: flags without help: {undocumented}"
     result = _run(command, "--help")
-    assert result.returncode == 0
-    flags = {w.split("=")[0].rstrip(",") for w in result.stdout.split() if w.startswith("--")}
-    for flag in flags - {"--help"}:
-        # every flag appears in the usage and again with its explanation
-        assert result.stdout.count(flag) >= 2, f"{command} {flag} lacks a help text"
+    assert result.returncode == 0 and "--" in result.stdout
 
 
 def test_distill_rejects_a_missing_teacher(tmp_path):

@@ -142,3 +142,23 @@ def test_resume_continues_bit_for_bit(data, tmp_path, objective):
     a, b = load_policy(straight).state_dict(), load_policy(resumed).state_dict()
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_several_cameras_and_resized_images_share_one_prefix():
+    from snapflow_ros.families.builtin import BuiltinVLAConfig
+    from snapflow_ros.errors import InputError
+
+    torch.manual_seed(0)
+    policy = BuiltinVLA(BuiltinVLAConfig(cameras=("left", "right"), width=32, num_layers=1))
+    images = {"left": torch.randint(0, 255, (2, 48, 64, 3), dtype=torch.uint8),
+              "right": torch.randint(0, 255, (2, 32, 32, 3), dtype=torch.uint8)}
+    batch = {"images": images, "instruction": ["pick", "place"], "state": torch.zeros(2, 4)}
+    inputs = policy.prepare(batch)
+    assert inputs["images"].shape == (2, 2, 3, 32, 32)
+    assert inputs["images"].min() >= -1 and inputs["images"].max() <= 1
+    cache = policy.embed_prefix(inputs)
+    # 16 patches per camera + 16 instruction bytes + 1 state token
+    assert cache.keys[0].shape[2] == 2 * 16 + 16 + 1
+    assert cache.mask[0].sum() == 32 + len("pick") + 1
+    with pytest.raises(InputError, match=r"cameras \['right'\] missing"):
+        policy.prepare({**batch, "images": {"left": images["left"]}})

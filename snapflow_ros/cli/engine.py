@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -23,15 +25,50 @@ def _progress(label: str):
     return report
 
 
-def _task_data(args: argparse.Namespace):
-    """(train, held-out, routes of the held-out samples) of the chosen task."""
-    from snapflow_distill.synthetic import make_dataset
+@dataclass
+class TaskData:
+    train: object                       # a ChunkDataset
+    held_out: object                    # an InMemoryChunkDataset
+    frames: tuple[torch.Tensor, torch.Tensor]  # (states, actions) for normalisation statistics
+    config: dict                        # BuiltinVLAConfig fields the data decides
+    metrics: Callable | None = None     # task-specific metrics(actions, batch) -> dict
+    description: dict = field(default_factory=dict)
+
+
+def _task_data(args: argparse.Namespace, chunk_size: int) -> TaskData:
+    """The synthetic task, or a local LeRobot v3 dataset when --dataset is given."""
+    if args.dataset is not None:
+        from snapflow_distill.lerobot_data import LeRobotChunkDataset, Subset
+
+        data = LeRobotChunkDataset(args.dataset, chunk_size=chunk_size)
+        train_index, held_index = data.episode_split(args.holdout_episodes)
+        config = {"state_dim": data.state_dim, "action_dim": data.action_dim,
+                  "cameras": tuple(data.cameras), "chunk_size": chunk_size,
+                  "joint_names": data.action_names if len(data.action_names) == data.action_dim else ()}
+        states, actions = data.frames()
+        return TaskData(Subset(data, train_index), data.materialize(held_index),
+                        (states[train_index], actions[train_index]), config,
+                        description={"dataset": str(args.dataset), "train_frames": len(train_index),
+                                     "held_out_frames": len(held_index)})
+
+    from snapflow_distill.synthetic import make_dataset, obstacle_hits
 
     if args.task not in TASKS:
         raise ConfigError(f"unknown task '{args.task}'; known: {list(TASKS)}")
-    dataset, routes = make_dataset(args.samples + args.holdout, seed=args.data_seed)
+    dataset, routes = make_dataset(args.samples + args.holdout, seed=args.data_seed,
+                                   chunk_size=chunk_size)
     train, held_out = dataset.split(args.holdout)
-    return train, held_out, routes[len(train):]
+    held_routes = routes[len(train):]
+
+    def metrics(actions, batch) -> dict[str, float]:
+        nearest = ((actions[:, None] - held_routes) ** 2).mean((-1, -2)).min(1).values
+        return {"mse_to_nearest_expert_route": float(nearest.mean()),
+                "obstacle_hit_rate": float(obstacle_hits(actions, batch["state"]).float().mean())}
+
+    return TaskData(train, held_out, (train.states, train.actions),
+                    {"chunk_size": chunk_size}, metrics,
+                    {"task": args.task, "data_seed": args.data_seed, "train_samples": len(train),
+                     "held_out_samples": len(held_out)})
 
 
 def _train_config(args: argparse.Namespace, objective: str):
@@ -45,8 +82,10 @@ def _train_config(args: argparse.Namespace, objective: str):
 
 
 def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "auto":  # under torchrun: this rank's GPU
+        from snapflow_distill.distributed import DistributedContext
+
+        return DistributedContext.from_env().default_device()
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {name}: CUDA is not available on this machine")
     return torch.device(name)
@@ -58,12 +97,13 @@ def train_teacher(args: argparse.Namespace) -> Path:
     from snapflow_ros.families.builtin import BuiltinVLA
 
     torch.manual_seed(args.seed)
-    train, _, _ = _task_data(args)
-    policy = BuiltinVLA(task_config())
-    policy.state_normalizer.fit(train.states)
-    policy.action_normalizer.fit(train.actions)
-    trainer = Trainer(policy.to(_device(args.device)), train, _train_config(args, "flow_matching"),
+    data = _task_data(args, args.chunk_size)
+    policy = BuiltinVLA(task_config(**data.config))
+    policy.state_normalizer.fit(data.frames[0])
+    policy.action_normalizer.fit(data.frames[1])
+    trainer = Trainer(policy.to(_device(args.device)), data.train, _train_config(args, "flow_matching"),
                       args.output, _progress("train-teacher"))
+    trainer.provenance |= data.description
     path = trainer.run()
     print(f"teacher written to {path}")
     return path
@@ -74,10 +114,10 @@ def distill(args: argparse.Namespace) -> Path:
     from snapflow_ros.policy.checkpoint import checkpoint_id, load_policy
 
     student = load_policy(args.teacher, _device(args.device))
-    train, _, _ = _task_data(args)
-    trainer = Trainer(student, train, _train_config(args, "snapflow"), args.output, _progress("distill"))
+    data = _task_data(args, student.chunk_size)
+    trainer = Trainer(student, data.train, _train_config(args, "snapflow"), args.output, _progress("distill"))
     trainer.provenance |= {"teacher": str(args.teacher), "teacher_id": checkpoint_id(args.teacher),
-                          "task": args.task, "data_seed": args.data_seed, "samples": args.samples}
+                           **data.description}
     path = trainer.run()
     print(f"student written to {path}")
     return path
@@ -88,20 +128,14 @@ def evaluate_checkpoints(args: argparse.Namespace) -> dict:
     from snapflow_distill.synthetic import obstacle_hits
     from snapflow_ros.policy.checkpoint import load_policy
 
-    _, held_out, routes = _task_data(args)
     teacher = load_policy(args.teacher)
+    data = _task_data(args, teacher.chunk_size)
     candidates = [Candidate("teacher@10", teacher, 10), Candidate("teacher@1", teacher, 1)]
     if args.student:
         candidates.append(Candidate("student@1", load_policy(args.student), 1))
-
-    def task_metrics(actions, batch) -> dict[str, float]:
-        nearest = ((actions[:, None] - routes) ** 2).mean((-1, -2)).min(1).values
-        return {"mse_to_nearest_expert_route": float(nearest.mean()),
-                "obstacle_hit_rate": float(obstacle_hits(actions, batch["state"]).float().mean())}
-
-    report = evaluate(candidates, candidates[0], held_out, seed=args.seed,
-                      latency_repeats=args.latency_repeats, extra=task_metrics)
-    report |= {"task": args.task, "data_seed": args.data_seed, "teacher": str(args.teacher),
+    report = evaluate(candidates, candidates[0], data.held_out, seed=args.seed,
+                      latency_repeats=args.latency_repeats, extra=data.metrics)
+    report |= {**data.description, "teacher": str(args.teacher),
                "student": str(args.student) if args.student else None,
                "torch_threads": torch.get_num_threads()}
     return report
@@ -138,12 +172,17 @@ def bench_distill(args: argparse.Namespace) -> dict:
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     def data_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--dataset", type=Path, default=None,
+                       help="a local LeRobot v3 dataset directory to train/evaluate on; without it, --task")
+        p.add_argument("--holdout-episodes", type=int, default=1,
+                       help="with --dataset: the last N episodes are held out for evaluation (default: 1)")
         p.add_argument("--task", default=TASKS[0], choices=TASKS,
-                       help="training/evaluation data: the synthetic two-route reaching task "
-                       "(multi-modal expert; LeRobot datasets and rosbags come with later releases)")
-        p.add_argument("--samples", type=int, default=4096, help="training samples (default: 4096)")
-        p.add_argument("--holdout", type=int, default=512, help="held-out samples (default: 512)")
-        p.add_argument("--data-seed", type=int, default=0, help="seed of the generated data (default: 0)")
+                       help="generated data when no --dataset is given: the synthetic two-route "
+                       "reaching task with a multi-modal expert (default)")
+        p.add_argument("--samples", type=int, default=4096, help="--task: training samples (default: 4096)")
+        p.add_argument("--holdout", type=int, default=512, help="--task: held-out samples (default: 512)")
+        p.add_argument("--data-seed", type=int, default=0, help="--task: seed of the generated data (default: 0)")
+
 
     def train_flags(p: argparse.ArgumentParser, steps: int | None, lr: float) -> None:
         if steps is not None:
@@ -163,6 +202,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                             description="Train the built-in VLA with the flow-matching loss. Re-running with the "
                             "same --output resumes from its newest checkpoint.")
     p.add_argument("--output", type=Path, required=True, help="run directory; the policy lands in OUTPUT/policy")
+    p.add_argument("--chunk-size", type=int, default=8, help="actions per chunk of the new teacher (default: 8)")
     data_flags(p)
     train_flags(p, steps=3000, lr=2e-3)
     p.set_defaults(run=train_teacher)
@@ -198,6 +238,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--student-steps", type=int, default=2000, help="distillation steps (default: 2000)")
     p.add_argument("--student-lr", type=float, default=1e-3, help="distillation learning rate (default: 1e-3)")
     p.add_argument("--latency-repeats", type=int, default=50, help="timed calls per policy (default: 50)")
+    p.add_argument("--chunk-size", type=int, default=8, help="actions per chunk of the teacher (default: 8)")
     data_flags(p)
     train_flags(p, steps=None, lr=2e-3)
     p.set_defaults(run=lambda a: _write_json(bench_distill(a), a.json))
