@@ -42,7 +42,7 @@ def latency_ms(candidates: list[Candidate], batch: RawBatch, repeats: int) -> di
     """Per-call latency at batch size 1, the candidates interleaved so machine noise hits all alike."""
     single = RawBatch(images={c: v[:1] for c, v in batch["images"].items()},
                       instruction=batch["instruction"][:1], state=batch["state"][:1])
-    shape = (1, candidates[0].policy.chunk_size, candidates[0].policy.action_dim)
+    shape = (1, candidates[0].policy.chunk_size, candidates[0].policy.noise_dim)
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     times: dict[str, list[float]] = {c.name: [] for c in candidates}
     for c in candidates:  # warm-up
@@ -61,7 +61,7 @@ def evaluate(candidates: list[Candidate], reference: Candidate, dataset: InMemor
              extra: Callable[[torch.Tensor, RawBatch], dict[str, float]] | None = None) -> dict:
     """Metrics per candidate; every candidate starts from the same noise (seeded)."""
     batch = dataset.batch(torch.arange(len(dataset)))
-    shape = (len(dataset), reference.policy.chunk_size, reference.policy.action_dim)
+    shape = (len(dataset), reference.policy.chunk_size, reference.policy.noise_dim)
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
     reference_actions = sample_chunks(reference.policy, batch, reference.steps, noise)
     latencies = latency_ms(candidates, batch, latency_repeats)
@@ -77,3 +77,33 @@ def evaluate(candidates: list[Candidate], reference: Candidate, dataset: InMemor
         }
     return {"samples": len(dataset), "noise_seed": seed, "reference": reference.name,
             "results": results}
+
+
+@torch.no_grad()
+def latency_breakdown(policy: FlowPolicy, batch: RawBatch, repeats: int,
+                      steps: tuple[int, ...] = (10, 1)) -> dict[str, dict[str, float]]:
+    """Batch-1 latency (ms percentiles) of the prefix (prepare + embed_prefix), one expert step,
+    and end to end (prepare -> prefix -> N steps -> unnormalise) for each N, interleaved so that
+    machine noise hits every measurement alike."""
+    policy.eval()
+    single = RawBatch(images={c: v[:1] for c, v in batch["images"].items()},
+                      instruction=batch["instruction"][:1], state=batch["state"][:1])
+    noise = torch.randn(1, policy.chunk_size, policy.noise_dim, generator=torch.Generator().manual_seed(0))
+    noise = noise.to(policy.device)
+    ones = torch.ones(1, device=policy.device)
+    cache = policy.embed_prefix(policy.prepare(single))
+    probes = {
+        "prefix": lambda: policy.embed_prefix(policy.prepare(single)),
+        "expert_step": lambda: policy.velocity(noise, ones, 0 * ones, cache),
+        **{f"end_to_end_{n}_steps": (lambda n=n: sample_chunks(policy, single, n, noise)) for n in steps},
+    }
+    times: dict[str, list[float]] = {name: [] for name in probes}
+    for probe in probes.values():  # warm-up
+        probe()
+    for _ in range(repeats):
+        for name, probe in probes.items():
+            start = time.perf_counter()
+            probe()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95)),
+                   "p99": float(np.percentile(v, 99))} for name, v in times.items()}

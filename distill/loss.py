@@ -10,15 +10,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from snapflow_ros.flow.time import sample_flow_time
 from snapflow_ros.policy.contract import FlowPolicy, PrefixCache
 
 
-def masked_mse(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over valid (B, H) action positions and every action dim."""
+def masked_mse(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+               action_dim: int) -> torch.Tensor:
+    """Mean squared error over valid (B, H) action positions and the first action_dim dims
+    (LeRobot models pad actions to 32 dims; the padding is not part of the loss)."""
+    prediction, target = prediction[..., :action_dim], target[..., :action_dim]
     weights = mask.to(prediction.dtype)[..., None].expand_as(prediction)
     return ((prediction - target) ** 2 * weights).sum() / weights.sum().clamp_min(1.0)
+
+
+def expert_pass(policy: FlowPolicy, x: torch.Tensor, t: torch.Tensor, s: torch.Tensor,
+                cache: PrefixCache) -> torch.Tensor:
+    """policy.velocity, recomputed in backward instead of stored when the policy asks for
+    gradient checkpointing (large experts)."""
+    if getattr(policy, "gradient_checkpointing", False) and torch.is_grad_enabled():
+        return checkpoint(policy.velocity, x, t, s, cache, use_reentrant=False)
+    return policy.velocity(x, t, s, cache)
 
 
 def flow_matching_loss(policy: FlowPolicy, cache: PrefixCache, actions: torch.Tensor,
@@ -26,7 +39,7 @@ def flow_matching_loss(policy: FlowPolicy, cache: PrefixCache, actions: torch.Te
     """The teacher's own training loss: instantaneous velocity (s = t) against eps - a."""
     t_b = t[:, None, None]
     x_t = t_b * noise + (1.0 - t_b) * actions
-    return masked_mse(policy.velocity(x_t, t, t, cache), noise - actions, mask)
+    return masked_mse(expert_pass(policy, x_t, t, t, cache), noise - actions, mask, policy.action_dim)
 
 
 @torch.no_grad()
@@ -44,7 +57,8 @@ def consistency_loss(policy: FlowPolicy, cache: PrefixCache, noise: torch.Tensor
     """The one-step jump F(x1, t=1, s=0) regressed on the stop-gradient shortcut target."""
     target = consistency_target(policy, cache, noise)
     ones = torch.ones(noise.shape[0], dtype=noise.dtype, device=noise.device)
-    return masked_mse(policy.velocity(noise, ones, torch.zeros_like(ones), cache), target, mask)
+    return masked_mse(expert_pass(policy, noise, ones, torch.zeros_like(ones), cache), target, mask,
+                      policy.action_dim)
 
 
 @dataclass(frozen=True)

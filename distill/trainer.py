@@ -48,6 +48,7 @@ class TrainConfig:
     log_every: int = 50
     seed: int = 0
     mixed_precision: bool = True       # bf16 autocast on CUDA; ignored on CPU
+    gradient_checkpointing: bool = False  # recompute expert activations in backward (large models)
 
     def __post_init__(self) -> None:
         if self.objective not in ("flow_matching", "snapflow"):
@@ -109,6 +110,7 @@ class Trainer:
         self.progress = progress
         self.provenance: dict = {}  # written beside the final policy (teacher, data, ...)
         self.device = policy.device
+        policy.gradient_checkpointing = config.gradient_checkpointing
         self.parameters = trainable_parameters(policy, config.objective)
         self.optimizer = torch.optim.AdamW(self.parameters, lr=config.learning_rate,
                                            weight_decay=config.weight_decay)

@@ -1,31 +1,42 @@
-"""Policy families by the "type" written in a checkpoint's config.json."""
+"""Policy families by the "type" written in a checkpoint's config.json.
+
+A family is a FlowPolicy class with `from_pretrained(directory, device)` and
+`save_pretrained(directory)`; lerobot is imported only when a LeRobot family is used.
+"""
 
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
-from typing import Any, Callable
+from collections.abc import Callable
 
 from snapflow_ros.errors import CheckpointError
 from snapflow_ros.policy.contract import FlowPolicy
 
 
-@dataclass(frozen=True)
-class Family:
-    config_from_dict: Callable[[dict[str, Any]], Any]
-    build: Callable[[Any], FlowPolicy]
+def _builtin() -> type[FlowPolicy]:
+    from snapflow_ros.families.builtin import BuiltinVLA
+
+    return BuiltinVLA
 
 
-def _builtin() -> Family:
-    from snapflow_ros.families.builtin import BuiltinVLA, BuiltinVLAConfig
+def _lerobot(type_name: str) -> Callable[[], type[FlowPolicy]]:
+    def load() -> type[FlowPolicy]:
+        from snapflow_ros.families.lerobot import ADAPTERS
 
-    return Family(BuiltinVLAConfig.from_dict, BuiltinVLA)
+        return ADAPTERS[type_name]
+
+    return load
 
 
-FAMILIES: dict[str, Callable[[], Family]] = {"builtin": _builtin}
+FAMILIES: dict[str, Callable[[], type[FlowPolicy]]] = {
+    "builtin": _builtin,
+    "pi0": _lerobot("pi0"),
+    "pi05": _lerobot("pi05"),
+    "smolvla": _lerobot("smolvla"),
+}
 
 
-def family(type_name: str) -> Family:
+def family(type_name: str) -> type[FlowPolicy]:
     if type_name not in FAMILIES:
         close = difflib.get_close_matches(type_name, FAMILIES, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""

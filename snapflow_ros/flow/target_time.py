@@ -16,14 +16,16 @@ class TargetTimeMLP(nn.Module):
     (zeroing both would leave silu(0) * 0 = 0 and no gradient to either).
     """
 
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, min_period: float = 4e-3, max_period: float = 4.0) -> None:
         super().__init__()
         self.width = width
+        self.min_period, self.max_period = min_period, max_period  # the policy's own sinusoid
         self.linear_in = nn.Linear(width, width)
         self.linear_out = nn.Linear(width, width)
         nn.init.zeros_(self.linear_out.weight)
         nn.init.zeros_(self.linear_out.bias)
 
     def forward(self, target_time: torch.Tensor) -> torch.Tensor:
-        features = sinusoidal_time_embedding(target_time, self.width).to(self.linear_in.weight.dtype)
+        features = sinusoidal_time_embedding(target_time, self.width, self.min_period, self.max_period)
+        features = features.to(self.linear_in.weight.dtype)
         return self.linear_out(nn.functional.silu(self.linear_in(features)))

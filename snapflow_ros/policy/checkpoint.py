@@ -1,5 +1,5 @@
-"""Checkpoint directories: config.json + model.safetensors + normalization.safetensors
-(+ provenance.json), written atomically and loaded strictly (never random weights)."""
+"""Checkpoint directories: written atomically, loaded by their config.json "type" and strictly
+(a missing or mismatched tensor is an error, never a randomly initialised policy)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from snapflow_ros.errors import CheckpointError
 from snapflow_ros.families.registry import family
@@ -22,9 +22,7 @@ from snapflow_ros.policy.contract import FlowPolicy
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
-NORMALIZATION = "normalization.safetensors"
 PROVENANCE = "provenance.json"
-_NORMALIZER_PREFIXES = ("state_normalizer.", "action_normalizer.")
 
 
 @contextlib.contextmanager
@@ -52,13 +50,9 @@ def atomic_directory(final: Path) -> Iterator[Path]:
 
 
 def save_policy(policy: FlowPolicy, directory: Path, provenance: dict[str, Any] | None = None) -> Path:
-    state = {k: v.detach().cpu().contiguous() for k, v in policy.state_dict().items()}
-    normalization = {k: v for k, v in state.items() if k.startswith(_NORMALIZER_PREFIXES)}
-    weights = {k: v for k, v in state.items() if k not in normalization}
+    """Writes the policy's directory (its family's layout) atomically, plus provenance.json."""
     with atomic_directory(directory) as tmp:
-        (tmp / CONFIG).write_text(json.dumps(policy.config.to_dict(), indent=2) + "\n")
-        save_file(weights, tmp / WEIGHTS)
-        save_file(normalization, tmp / NORMALIZATION)
+        policy.save_pretrained(tmp)
         if provenance is not None:
             (tmp / PROVENANCE).write_text(json.dumps(provenance, indent=2, default=str) + "\n")
     return Path(directory)
@@ -78,38 +72,39 @@ def read_config(directory: Path) -> dict[str, Any]:
 
 
 def load_policy(directory: Path, device: str | torch.device = "cpu") -> FlowPolicy:
-    """Builds the policy from config.json and loads every weight strictly.
-
-    Missing, unexpected or mis-shaped tensors raise CheckpointError naming them.
-    """
+    """The policy of a checkpoint directory, by its config.json "type", in eval mode."""
     directory = Path(directory)
-    values = read_config(directory)
-    spec = family(values["type"])
-    policy = spec.build(spec.config_from_dict(values))
-    state: dict[str, torch.Tensor] = {}
-    for name in (WEIGHTS, NORMALIZATION):
-        path = directory / name
-        if not path.is_file():
-            raise CheckpointError(f"{directory}: {name} missing")
-        try:
-            state.update(load_file(path))
-        except Exception as error:  # safetensors raises several types for corrupt files
-            raise CheckpointError(f"{path}: unreadable ({error})") from None
-    expected = policy.state_dict()
+    policy_class = family(read_config(directory)["type"])
+    return policy_class.from_pretrained(directory, device).eval()
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f"{path.parent}: {path.name} missing")
+    try:
+        return load_file(path)
+    except Exception as error:  # safetensors raises several types for corrupt files
+        raise CheckpointError(f"{path}: unreadable ({error})") from None
+
+
+def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
+    """load_state_dict that names every missing, unexpected or mis-shaped tensor."""
+    expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     mismatched = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
     if missing or unexpected or mismatched:
         raise CheckpointError(
-            f"{directory}: weights do not match config.json: missing {missing[:8]}, "
+            f"{source}: weights do not match the configuration: missing {missing[:8]}, "
             f"unexpected {unexpected[:8]}, shape-mismatched {mismatched[:8]}")
-    policy.load_state_dict(state, strict=True)
-    return policy.to(device).eval()
+    module.load_state_dict(state, strict=True)
 
 
 def checkpoint_id(directory: Path) -> str:
-    """<directory name>@<first 12 hex of the weights' sha256>: names the exact weights served."""
+    """<directory name>@<first 12 hex of a sha256 over its weight and config files>."""
     digest = hashlib.sha256()
-    for name in (CONFIG, WEIGHTS, NORMALIZATION):
-        digest.update((Path(directory) / name).read_bytes())
+    for path in sorted(Path(directory).iterdir()):
+        if path.suffix in (".json", ".safetensors") and path.name != PROVENANCE:
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
     return f"{Path(directory).name}@{digest.hexdigest()[:12]}"

@@ -11,6 +11,7 @@ Sampling (snapflow_ros.flow.sampling) and SnapFlow (snapflow_distill) only use t
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any, Protocol, TypedDict
 
 import torch
@@ -43,8 +44,14 @@ class FlowPolicy(nn.Module, ABC):
 
     family: str
     chunk_size: int
-    action_dim: int
+    action_dim: int         # real action size; losses and outputs use the first action_dim dims
     target_time: nn.Module  # phi(s), zero-initialised last layer (snapflow_ros.flow.target_time)
+    gradient_checkpointing: bool = False  # recompute expert activations in backward (training)
+
+    @property
+    def noise_dim(self) -> int:
+        """Width of x in velocity(): action_dim, or the padded width of LeRobot models (32)."""
+        return self.action_dim
 
     @abstractmethod
     def prepare(self, batch: RawBatch) -> dict[str, Any]:
@@ -57,16 +64,25 @@ class FlowPolicy(nn.Module, ABC):
     @abstractmethod
     def velocity(self, x: torch.Tensor, t: torch.Tensor, s: torch.Tensor,
                  cache: PrefixCache) -> torch.Tensor:
-        """(B, chunk_size, action_dim) average velocity carrying x from time t to time s."""
+        """(B, chunk_size, noise_dim) average velocity carrying x from time t to time s."""
 
     @abstractmethod
     def unnormalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
-        """Normalised actions -> robot units."""
+        """(B, chunk_size, noise_dim) normalised -> (B, chunk_size, action_dim) robot units."""
 
     @abstractmethod
     def expert_parameters(self) -> list[nn.Parameter]:
         """What SnapFlow trains: the action expert, its projections, the time MLPs and phi.
         Everything else (the vision-language backbone) stays frozen."""
+
+    @abstractmethod
+    def save_pretrained(self, directory: Path) -> None:
+        """Write the checkpoint files into an existing empty directory (callers make it atomic)."""
+
+    @classmethod
+    @abstractmethod
+    def from_pretrained(cls, directory: Path, device: str | torch.device = "cpu") -> FlowPolicy:
+        """Load strictly: a missing or mismatched tensor raises CheckpointError."""
 
     @property
     def device(self) -> torch.device:

@@ -9,10 +9,13 @@ spans [prefix K/V of the same layer ; the action tokens] -> velocity.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_file
 from torch import nn
 from torch.nn import functional as F
 
@@ -21,8 +24,12 @@ from snapflow_ros.families.builtin.configuration import BuiltinVLAConfig
 from snapflow_ros.families.builtin.processor import prepare_images, tokenize_instructions
 from snapflow_ros.flow.target_time import TargetTimeMLP
 from snapflow_ros.flow.time import sinusoidal_time_embedding
+from snapflow_ros.policy.checkpoint import CONFIG, WEIGHTS, load_state_strict, read_config, read_tensors
 from snapflow_ros.policy.contract import FlowPolicy, RawBatch
 from snapflow_ros.policy.normalization import Normalizer
+
+NORMALIZATION = "normalization.safetensors"
+_NORMALIZER_PREFIXES = ("state_normalizer.", "action_normalizer.")
 
 
 @dataclass
@@ -162,6 +169,22 @@ class BuiltinVLA(FlowPolicy):
 
     def unnormalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
         return self.action_normalizer.unnormalize(actions)
+
+    # --- checkpoint directory: config.json, model.safetensors, normalization.safetensors ------
+    def save_pretrained(self, directory: Path) -> None:
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        normalization = {k: v for k, v in state.items() if k.startswith(_NORMALIZER_PREFIXES)}
+        (Path(directory) / CONFIG).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        save_file({k: v for k, v in state.items() if k not in normalization}, Path(directory) / WEIGHTS)
+        save_file(normalization, Path(directory) / NORMALIZATION)
+
+    @classmethod
+    def from_pretrained(cls, directory: Path, device: str | torch.device = "cpu") -> BuiltinVLA:
+        directory = Path(directory)
+        policy = cls(BuiltinVLAConfig.from_dict(read_config(directory)))
+        state = read_tensors(directory / WEIGHTS) | read_tensors(directory / NORMALIZATION)
+        load_state_strict(policy, state, directory)
+        return policy.to(device)
 
     def expert_parameters(self) -> list[nn.Parameter]:
         modules = [self.action_in_proj, self.action_time_mlp_in, self.action_time_mlp_out,

@@ -1,0 +1,388 @@
+"""LeRobot pi0 / pi0.5 / SmolVLA policies behind the FlowPolicy contract.
+
+What is LeRobot's and reused as is: the checkpoint's pre/post-processor pipelines (normalisation,
+tokenisation, pi0.5's state-in-prompt), the policies' own image/state/action preparation, the
+prefix embedding and `denoise_step`. What SnapFlow adds: phi(s) (TargetTimeMLP), added to the
+sinusoidal time embedding where it enters the policy's own time MLP, through a forward pre-hook
+on that MLP's first Linear (so no LeRobot code is copied and no checkpoint key changes):
+    pi0, SmolVLA: action_time_mlp_in([action_emb | time_emb])  -> phi(s) joins the time half
+    pi0.5:        time_mlp_in(time_emb)  (the adaRMS conditioning path)
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from snapflow_ros.errors import CheckpointError, InputError
+from snapflow_ros.families.lerobot.tiny import tiny_pi_architecture
+from snapflow_ros.flow.target_time import TargetTimeMLP
+from snapflow_ros.policy.checkpoint import CONFIG, WEIGHTS, load_state_strict, read_tensors
+from snapflow_ros.policy.contract import FlowPolicy, RawBatch
+
+TARGET_TIME = "snapflow_target_time.safetensors"  # phi(s) of a SnapFlow student
+SNAPFLOW = "snapflow.json"                        # what LeRobot does not know about this checkpoint
+TOKENIZER = "tokenizer"                            # bundled tokenizer: the checkpoint loads offline
+VLM = "vlm"                                        # SmolVLA: bundled VLM config + processor files
+PREPROCESSOR = "policy_preprocessor.json"
+POSTPROCESSOR = "policy_postprocessor.json"
+IMAGE_PREFIX = "observation.images."
+
+
+@dataclass
+class LeRobotPrefixCache:
+    past_key_values: Any            # transformers DynamicCache of the prefix
+    prefix_pad_masks: torch.Tensor  # (B, P)
+    state: torch.Tensor | None      # pi0 only: the state token lives in the suffix
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.prefix_pad_masks.shape[0])
+
+    def select(self, index: torch.Tensor) -> LeRobotPrefixCache:
+        from transformers import DynamicCache
+
+        layers = tuple((k[index], v[index], *rest) for k, v, *rest in self.past_key_values)
+        return LeRobotPrefixCache(DynamicCache(layers), self.prefix_pad_masks[index],
+                                  None if self.state is None else self.state[index])
+
+
+class LeRobotAdapter(FlowPolicy):
+    """Common part; subclasses name the LeRobot class, the time-MLP entry and the prefix/step calls."""
+
+    family: str
+    split_time_input: bool  # the hooked Linear sees [action_emb | time_emb] (True) or time_emb
+
+    def __init__(self, policy: nn.Module, preprocessor: Any, postprocessor: Any,
+                 bundled: dict[str, Path] | None = None, tiny: dict | None = None) -> None:
+        super().__init__()
+        self.lerobot = policy
+        self.preprocessor = preprocessor
+        self.postprocessor = postprocessor
+        self.bundled = bundled or {}  # TOKENIZER / VLM directories copied into saved checkpoints
+        self.tiny = tiny
+        config = policy.config
+        self.chunk_size = int(config.chunk_size)
+        self.action_dim = int(config.output_features["action"].shape[0])
+        self.cameras = tuple(k[len(IMAGE_PREFIX):] for k in config.image_features)
+        self.target_time = TargetTimeMLP(self.time_width(), config.min_period, config.max_period)
+        self._target_time: torch.Tensor | None = None
+        self.time_input().register_forward_pre_hook(self._add_target_time)
+
+    # --- family specifics -------------------------------------------------------------------
+    @classmethod
+    def policy_class(cls) -> type:
+        raise NotImplementedError
+
+    def time_input(self) -> nn.Linear:
+        raise NotImplementedError
+
+    def time_width(self) -> int:
+        return int(self.lerobot.model.action_in_proj.out_features)
+
+    def model_inputs(self, batch: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def embed_prefix(self, inputs: dict[str, Any]) -> LeRobotPrefixCache:
+        raise NotImplementedError
+
+    def denoise(self, x: torch.Tensor, t: torch.Tensor, cache: LeRobotPrefixCache) -> torch.Tensor:
+        raise NotImplementedError
+
+    def expert_modules(self) -> list[nn.Module]:
+        raise NotImplementedError
+
+    # --- FlowPolicy ----------------------------------------------------------------------------
+    @property
+    def noise_dim(self) -> int:
+        return int(self.lerobot.config.max_action_dim)
+
+    def _add_target_time(self, module: nn.Module, args: tuple) -> tuple | None:
+        if self._target_time is None:
+            return None
+        (x,) = args
+        phi = self.target_time(self._target_time.to(x.device)).to(x.dtype)
+        if self.split_time_input:
+            width = x.shape[-1] // 2
+            return (torch.cat([x[..., :width], x[..., width:] + phi[:, None, :]], dim=-1),)
+        return (x + phi,)
+
+    def prepare(self, batch: RawBatch) -> dict[str, Any]:
+        """RawBatch -> LeRobot batch -> the checkpoint's own preprocessor -> the policy's own
+        image/state/action preparation. Training, export and serving all pass here."""
+        missing = [c for c in self.cameras if c not in batch["images"]]
+        if missing:
+            raise InputError(f"images for cameras {missing} missing (got {sorted(batch['images'])})")
+        lerobot_batch: dict[str, Any] = {
+            f"{IMAGE_PREFIX}{c}": batch["images"][c].permute(0, 3, 1, 2).float() / 255.0
+            for c in self.cameras
+        }
+        state = torch.as_tensor(batch["state"], dtype=torch.float32)
+        expected = tuple(self.lerobot.config.input_features["observation.state"].shape)
+        if tuple(state.shape[1:]) != expected:
+            raise InputError(f"state has {tuple(state.shape[1:])} values per sample, the "
+                             f"{self.family} checkpoint expects {expected} (observation.state)")
+        lerobot_batch["observation.state"] = state
+        lerobot_batch["task"] = list(batch["instruction"])
+        if "actions" in batch:
+            lerobot_batch["action"] = torch.as_tensor(batch["actions"], dtype=torch.float32)
+            if lerobot_batch["action"].shape[-1] != self.action_dim:
+                raise InputError(f"actions have {lerobot_batch['action'].shape[-1]} dims, the "
+                                 f"{self.family} checkpoint expects {self.action_dim}")
+            mask = batch.get("action_mask")
+            if mask is not None:
+                lerobot_batch["action_is_pad"] = ~torch.as_tensor(mask, dtype=torch.bool)
+        processed = self.preprocessor(lerobot_batch)
+        inputs = self.model_inputs(processed)
+        if "actions" in batch:
+            inputs["actions"] = self.lerobot.prepare_action(processed)  # normalised, padded to noise_dim
+            pad = processed.get("action_is_pad")
+            inputs["action_mask"] = (torch.ones(inputs["actions"].shape[:2], dtype=torch.bool,
+                                                device=inputs["actions"].device) if pad is None else ~pad)
+        return inputs
+
+    def velocity(self, x: torch.Tensor, t: torch.Tensor, s: torch.Tensor,
+                 cache: LeRobotPrefixCache) -> torch.Tensor:
+        self._target_time = s
+        try:
+            return self.denoise(x, t, cache)
+        finally:
+            self._target_time = None
+
+    def unnormalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        return self.postprocessor(actions[..., : self.action_dim])
+
+    def expert_parameters(self) -> list[nn.Parameter]:
+        seen: set[int] = set()
+        params = []
+        for module in [*self.expert_modules(), self.target_time]:
+            for p in module.parameters():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    params.append(p)
+        return params
+
+    # --- checkpoints: LeRobot's layout + phi + bundled tokenizer/VLM files --------------------
+    def save_pretrained(self, directory: Path) -> None:
+        directory = Path(directory)
+        self.lerobot.save_pretrained(directory)  # config.json + model.safetensors (LeRobot's own)
+        self.preprocessor.save_pretrained(directory)
+        self.postprocessor.save_pretrained(directory)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.target_time.state_dict().items()}
+        save_file(state, directory / TARGET_TIME)
+        for name, source in self.bundled.items():
+            shutil.copytree(source, directory / name)
+        meta = {"family": self.family, "target_time": TARGET_TIME, "tiny_architecture": self.tiny}
+        (directory / SNAPFLOW).write_text(json.dumps(meta, indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, directory: Path, device: str | torch.device = "cpu") -> LeRobotAdapter:
+        from lerobot.configs.policies import PreTrainedConfig
+
+        directory = Path(directory)
+        for name in (CONFIG, WEIGHTS, PREPROCESSOR, POSTPROCESSOR):
+            if not (directory / name).is_file():
+                raise CheckpointError(f"{directory}: {name} missing (LeRobot checkpoints need "
+                                      f"{CONFIG}, {WEIGHTS}, {PREPROCESSOR}, {POSTPROCESSOR})")
+        meta = json.loads((directory / SNAPFLOW).read_text()) if (directory / SNAPFLOW).is_file() else {}
+        policy_class = cls.policy_class()  # importing it registers its config type with LeRobot
+        config = PreTrainedConfig.from_pretrained(directory)
+        config.device = str(torch.device(device))
+        bundled = {name: directory / name for name in (TOKENIZER, VLM) if (directory / name).is_dir()}
+        cls.adjust_config(config, bundled)
+        tiny = meta.get("tiny_architecture")
+        with tiny_pi_architecture(tiny):
+            policy = policy_class(config)
+        load_lerobot_weights(policy, directory / WEIGHTS)
+        preprocessor, postprocessor = load_processors(directory, config.device, bundled.get(TOKENIZER))
+        adapter = cls(policy, preprocessor, postprocessor, bundled, tiny)
+        if (directory / TARGET_TIME).is_file():
+            load_state_strict(adapter.target_time, read_tensors(directory / TARGET_TIME), directory)
+        return adapter.to(device)
+
+    @classmethod
+    def adjust_config(cls, config: Any, bundled: dict[str, Path]) -> None:
+        """Point the config at files bundled in the checkpoint (SmolVLA's VLM directory)."""
+
+
+def load_lerobot_weights(policy: nn.Module, path: Path) -> None:
+    """Strict load (LeRobot's from_pretrained would print and return random weights instead).
+
+    Tensors saved once for several tied parameters count as present for all of them.
+    """
+    state = read_tensors(path)
+    fix = getattr(policy, "_fix_pytorch_state_dict_keys", None)
+    if fix is not None:  # LeRobot's own key migration for older/converted pi checkpoints
+        state = fix(state, policy.config)
+    state = {k if k.startswith("model.") else f"model.{k}": v for k, v in state.items()}
+    try:
+        missing, unexpected = policy.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # shape mismatches
+        raise CheckpointError(f"{path}: {error}") from None
+    expected = policy.state_dict()
+    loaded = {expected[k].data_ptr() for k in state if k in expected}
+    missing = [k for k in missing if expected[k].data_ptr() not in loaded]
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: weights do not match config.json: missing {sorted(missing)[:8]}, "
+                              f"unexpected {sorted(unexpected)[:8]}")
+
+
+def load_processors(directory: Path, device: str, tokenizer_dir: Path | None) -> tuple[Any, Any]:
+    from lerobot.processor import PolicyProcessorPipeline
+    from lerobot.processor.converters import (
+        policy_action_to_transition,
+        transition_to_policy_action,
+    )
+
+    overrides: dict[str, dict] = {"device_processor": {"device": device}}
+    if tokenizer_dir is not None:
+        from transformers import AutoTokenizer
+
+        overrides["tokenizer_processor"] = {"tokenizer": AutoTokenizer.from_pretrained(tokenizer_dir)}
+    try:
+        pre = PolicyProcessorPipeline.from_pretrained(directory, config_filename=PREPROCESSOR,
+                                                      overrides=overrides)
+        post = PolicyProcessorPipeline.from_pretrained(
+            directory, config_filename=POSTPROCESSOR, to_transition=policy_action_to_transition,
+            to_output=transition_to_policy_action)
+    except (OSError, ValueError, KeyError) as error:
+        raise CheckpointError(
+            f"{directory}: processors could not be loaded ({error}). A tokenizer that is not "
+            f"cached locally can be bundled as {directory / TOKENIZER}/") from None
+    return pre, post
+
+
+def _prefix_kv(model: nn.Module, forward: Any, prefix_embs: torch.Tensor,
+               prefix_pad_masks: torch.Tensor, prefix_att_masks: torch.Tensor,
+               attention_4d: bool) -> Any:
+    """The prefix-only pass that fills the KV cache, as the policies' sample_actions does it."""
+    from lerobot.policies.common.vla_utils import make_att_2d_masks, prepare_attention_masks_4d
+
+    att_2d = make_att_2d_masks(prefix_pad_masks, prefix_att_masks)
+    position_ids = torch.cumsum(prefix_pad_masks, dim=1) - 1
+    _, past_key_values = forward(
+        attention_mask=prepare_attention_masks_4d(att_2d) if attention_4d else att_2d,
+        position_ids=position_ids, past_key_values=None, inputs_embeds=[prefix_embs, None],
+        use_cache=True)
+    return past_key_values
+
+
+class _PiAdapter(LeRobotAdapter):
+    """pi0 and pi0.5 (PaliGemma + Gemma expert)."""
+
+    def model_inputs(self, batch: dict[str, Any]) -> dict[str, Any]:
+        from lerobot.utils.constants import OBS_LANGUAGE_ATTENTION_MASK, OBS_LANGUAGE_TOKENS
+
+        images, img_masks = self.lerobot._preprocess_images(batch)
+        return {"images": images, "img_masks": img_masks, "lang_tokens": batch[OBS_LANGUAGE_TOKENS],
+                "lang_masks": batch[OBS_LANGUAGE_ATTENTION_MASK],
+                "state": self.lerobot.prepare_state(batch) if self.family == "pi0" else None}
+
+    def embed_prefix(self, inputs: dict[str, Any]) -> LeRobotPrefixCache:
+        model = self.lerobot.model
+        embs, pad, att = model.embed_prefix(inputs["images"], inputs["img_masks"],
+                                            inputs["lang_tokens"], inputs["lang_masks"])
+        model.paligemma_with_expert.paligemma.model.language_model.config._attn_implementation = "eager"
+        kv = _prefix_kv(model, model.paligemma_with_expert.forward, embs, pad, att, attention_4d=True)
+        return LeRobotPrefixCache(kv, pad, inputs["state"])
+
+    def denoise(self, x: torch.Tensor, t: torch.Tensor, cache: LeRobotPrefixCache) -> torch.Tensor:
+        kwargs = {"state": cache.state} if self.family == "pi0" else {}
+        # denoise_step works on a clone of the cache (LeRobot's clone_past_key_values).
+        return self.lerobot.model.denoise_step(prefix_pad_masks=cache.prefix_pad_masks,
+                                               past_key_values=cache.past_key_values, x_t=x,
+                                               timestep=t, **kwargs)
+
+
+class PI0Adapter(_PiAdapter):
+    family = "pi0"
+    split_time_input = True
+
+    @classmethod
+    def policy_class(cls) -> type:
+        from lerobot.policies.pi0.modeling_pi0 import PI0Policy
+
+        return PI0Policy
+
+    def time_input(self) -> nn.Linear:
+        return self.lerobot.model.action_time_mlp_in
+
+    def expert_modules(self) -> list[nn.Module]:
+        m = self.lerobot.model
+        return [m.paligemma_with_expert.gemma_expert.model, m.action_in_proj, m.action_out_proj,
+                m.state_proj, m.action_time_mlp_in, m.action_time_mlp_out]
+
+
+class PI05Adapter(_PiAdapter):
+    family = "pi05"
+    split_time_input = False
+
+    @classmethod
+    def policy_class(cls) -> type:
+        from lerobot.policies.pi05.modeling_pi05 import PI05Policy
+
+        return PI05Policy
+
+    def time_input(self) -> nn.Linear:
+        return self.lerobot.model.time_mlp_in
+
+    def expert_modules(self) -> list[nn.Module]:
+        m = self.lerobot.model
+        return [m.paligemma_with_expert.gemma_expert.model, m.action_in_proj, m.action_out_proj,
+                m.time_mlp_in, m.time_mlp_out]
+
+
+class SmolVLAAdapter(LeRobotAdapter):
+    family = "smolvla"
+    split_time_input = True
+
+    @classmethod
+    def policy_class(cls) -> type:
+        from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
+
+        return SmolVLAPolicy
+
+    @classmethod
+    def adjust_config(cls, config: Any, bundled: dict[str, Path]) -> None:
+        if VLM in bundled:
+            config.vlm_model_name = str(bundled[VLM])
+            config.load_vlm_weights = False  # the weights are in model.safetensors
+
+    def time_input(self) -> nn.Linear:
+        return self.lerobot.model.action_time_mlp_in
+
+    def time_width(self) -> int:
+        return int(self.lerobot.model.vlm_with_expert.expert_hidden_size)
+
+    def model_inputs(self, batch: dict[str, Any]) -> dict[str, Any]:
+        from lerobot.utils.constants import OBS_LANGUAGE_ATTENTION_MASK, OBS_LANGUAGE_TOKENS
+
+        images, img_masks = self.lerobot.prepare_images(batch)
+        return {"images": images, "img_masks": img_masks, "lang_tokens": batch[OBS_LANGUAGE_TOKENS],
+                "lang_masks": batch[OBS_LANGUAGE_ATTENTION_MASK],
+                "state": self.lerobot.prepare_state(batch)}
+
+    def embed_prefix(self, inputs: dict[str, Any]) -> LeRobotPrefixCache:
+        model = self.lerobot.model
+        embs, pad, att = model.embed_prefix(inputs["images"], inputs["img_masks"], inputs["lang_tokens"],
+                                            inputs["lang_masks"], state=inputs["state"])
+        kv = _prefix_kv(model, model.vlm_with_expert.forward, embs, pad, att, attention_4d=False)
+        return LeRobotPrefixCache(kv, pad, None)
+
+    def denoise(self, x: torch.Tensor, t: torch.Tensor, cache: LeRobotPrefixCache) -> torch.Tensor:
+        # SmolVLA's denoise_step appends to the cache and crops it back to the prefix afterwards.
+        return self.lerobot.model.denoise_step(prefix_pad_masks=cache.prefix_pad_masks,
+                                               past_key_values=cache.past_key_values, x_t=x, timestep=t)
+
+    def expert_modules(self) -> list[nn.Module]:
+        m = self.lerobot.model
+        # state_proj feeds the (frozen, cached) prefix in SmolVLA, so it is not trained here.
+        return [m.vlm_with_expert.lm_expert, m.action_in_proj, m.action_out_proj,
+                m.action_time_mlp_in, m.action_time_mlp_out]
