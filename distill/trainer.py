@@ -123,6 +123,7 @@ class Trainer:
         self.data_generator = torch.Generator().manual_seed(rank_seed)
         self.loss_generator = torch.Generator().manual_seed(rank_seed + 1)
         self.step = 0
+        self.last_progress: Progress | None = None
         self.loss_module: torch.nn.Module | None = None
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -184,6 +185,7 @@ class Trainer:
                                       terms.flow_matching.item(), terms.consistency.item(),
                                       self.scheduler.get_last_lr()[0], rate,
                                       (self.config.steps - self.step) / max(rate, 1e-9))
+                    self.last_progress = report
                     metrics.write(json.dumps(asdict(report)) + "\n")
                     metrics.flush()
                     if self.progress:
@@ -212,7 +214,9 @@ class Trainer:
 
     def save_policy(self) -> Path:
         provenance = {"objective": self.config.objective, "steps": self.step,
-                      "train_config": asdict(self.config), **self.provenance}
+                      "train_config": asdict(self.config),
+                      "final_metrics": asdict(self.last_progress) if self.last_progress else None,
+                      **self.provenance}
         return save_policy(self._policy_for_saving(), self.output_dir / "policy", provenance)
 
     def save_checkpoint(self) -> Path:

@@ -63,4 +63,5 @@ def test_bench_distill_student_beats_naive_one_step(tmp_path):
     assert report["seeds"] == {"train": 0, "data": 0, "noise": 0}
     provenance = json.loads((tmp_path / "student" / "policy" / "provenance.json").read_text())
     assert provenance["objective"] == "snapflow" and provenance["teacher_id"].startswith("policy@")
+    assert provenance["final_metrics"]["step"] == 300 and provenance["train_samples"] == 512
     assert (tmp_path / "student" / "metrics.jsonl").read_text().count("\n") >= 6

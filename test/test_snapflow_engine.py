@@ -162,3 +162,14 @@ def test_several_cameras_and_resized_images_share_one_prefix():
     assert cache.mask[0].sum() == 32 + len("pick") + 1
     with pytest.raises(InputError, match=r"cameras \['right'\] missing"):
         policy.prepare({**batch, "images": {"left": images["left"]}})
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(data, tmp_path):
+    grads = []
+    for checkpointing in (False, True):
+        config = TrainConfig(objective="snapflow", steps=1, batch_size=8, gradient_checkpointing=checkpointing)
+        trainer = Trainer(_policy(data), data, config, tmp_path / str(checkpointing))
+        _randomize_phi(trainer.policy)
+        trainer.train_step()
+        grads.append([p.grad.clone() for p in trainer.parameters])
+    assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(*grads))

@@ -193,7 +193,10 @@ class LeRobotAdapter(FlowPolicy):
                                       f"{CONFIG}, {WEIGHTS}, {PREPROCESSOR}, {POSTPROCESSOR})")
         meta = json.loads((directory / SNAPFLOW).read_text()) if (directory / SNAPFLOW).is_file() else {}
         policy_class = cls.policy_class()  # importing it registers its config type with LeRobot
-        config = PreTrainedConfig.from_pretrained(directory)
+        try:
+            config = PreTrainedConfig.from_pretrained(directory)
+        except Exception as error:  # draccus raises several types for a malformed config
+            raise CheckpointError(f"{directory / CONFIG}: not a valid {cls.family} config ({error})") from None
         config.device = str(torch.device(device))
         bundled = {name: directory / name for name in (TOKENIZER, VLM) if (directory / name).is_dir()}
         cls.adjust_config(config, bundled)
