@@ -3,17 +3,16 @@ against the ground truth and against the 10-step teacher, plus per-call latency.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch.nn import functional as F
 
 from snapflow_distill.data import InMemoryChunkDataset
 from snapflow_ros.flow.sampling import euler_sample
 from snapflow_ros.policy.contract import FlowPolicy, RawBatch
+from snapflow_ros.runtime.timing import measure_interleaved
 
 
 @dataclass(frozen=True)
@@ -39,21 +38,13 @@ def _mse_cos(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
 
 @torch.no_grad()
 def latency_ms(candidates: list[Candidate], batch: RawBatch, repeats: int) -> dict[str, dict[str, float]]:
-    """Per-call latency at batch size 1, the candidates interleaved so machine noise hits all alike."""
+    """Per-call latency at batch size 1 (prepare -> prefix -> steps -> unnormalise), interleaved."""
     single = RawBatch(images={c: v[:1] for c, v in batch["images"].items()},
                       instruction=batch["instruction"][:1], state=batch["state"][:1])
     shape = (1, candidates[0].policy.chunk_size, candidates[0].policy.noise_dim)
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-    times: dict[str, list[float]] = {c.name: [] for c in candidates}
-    for c in candidates:  # warm-up
-        sample_chunks(c.policy, single, c.steps, noise)
-    for _ in range(repeats):
-        for c in candidates:
-            start = time.perf_counter()
-            sample_chunks(c.policy, single, c.steps, noise)
-            times[c.name].append((time.perf_counter() - start) * 1e3)
-    return {name: {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95)),
-                   "mean": float(np.mean(v))} for name, v in times.items()}
+    return measure_interleaved(
+        {c.name: (lambda c=c: sample_chunks(c.policy, single, c.steps, noise)) for c in candidates}, repeats)
 
 
 def evaluate(candidates: list[Candidate], reference: Candidate, dataset: InMemoryChunkDataset,
@@ -82,9 +73,8 @@ def evaluate(candidates: list[Candidate], reference: Candidate, dataset: InMemor
 @torch.no_grad()
 def latency_breakdown(policy: FlowPolicy, batch: RawBatch, repeats: int,
                       steps: tuple[int, ...] = (10, 1)) -> dict[str, dict[str, float]]:
-    """Batch-1 latency (ms percentiles) of the prefix (prepare + embed_prefix), one expert step,
-    and end to end (prepare -> prefix -> N steps -> unnormalise) for each N, interleaved so that
-    machine noise hits every measurement alike."""
+    """Batch-1 latency of the prefix (prepare + embed_prefix), one expert step, and end to end
+    (prepare -> prefix -> N steps -> unnormalise) for each N, interleaved."""
     policy.eval()
     single = RawBatch(images={c: v[:1] for c, v in batch["images"].items()},
                       instruction=batch["instruction"][:1], state=batch["state"][:1])
@@ -92,18 +82,8 @@ def latency_breakdown(policy: FlowPolicy, batch: RawBatch, repeats: int,
     noise = noise.to(policy.device)
     ones = torch.ones(1, device=policy.device)
     cache = policy.embed_prefix(policy.prepare(single))
-    probes = {
+    return measure_interleaved({
         "prefix": lambda: policy.embed_prefix(policy.prepare(single)),
         "expert_step": lambda: policy.velocity(noise, ones, 0 * ones, cache),
         **{f"end_to_end_{n}_steps": (lambda n=n: sample_chunks(policy, single, n, noise)) for n in steps},
-    }
-    times: dict[str, list[float]] = {name: [] for name in probes}
-    for probe in probes.values():  # warm-up
-        probe()
-    for _ in range(repeats):
-        for name, probe in probes.items():
-            start = time.perf_counter()
-            probe()
-            times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95)),
-                   "p99": float(np.percentile(v, 99))} for name, v in times.items()}
+    }, repeats)

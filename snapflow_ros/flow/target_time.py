@@ -29,3 +29,7 @@ class TargetTimeMLP(nn.Module):
         features = sinusoidal_time_embedding(target_time, self.width, self.min_period, self.max_period)
         features = features.to(self.linear_in.weight.dtype)
         return self.linear_out(nn.functional.silu(self.linear_in(features)))
+
+    def is_trained(self) -> bool:
+        """False while the zero-initialised last layer is still zero (a teacher, or step 0)."""
+        return bool(torch.count_nonzero(self.linear_out.weight) or torch.count_nonzero(self.linear_out.bias))

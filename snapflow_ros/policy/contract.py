@@ -39,6 +39,16 @@ class PrefixCache(Protocol):
         ...
 
 
+class Processor(Protocol):
+    """Preprocessing and postprocessing of a policy, separable from its weights."""
+
+    def prepare(self, batch: RawBatch, device: torch.device) -> dict[str, Any]: ...
+
+    def unnormalize_actions(self, actions: torch.Tensor) -> torch.Tensor: ...
+
+    def save(self, directory: Path) -> None: ...
+
+
 class FlowPolicy(nn.Module, ABC):
     """A flow-matching action policy with a target-time input s (SnapFlow's F(x, t, s | c))."""
 
@@ -76,6 +86,18 @@ class FlowPolicy(nn.Module, ABC):
         Everything else (the vision-language backbone) stays frozen."""
 
     @abstractmethod
+    def cache_tensors(self, cache: PrefixCache) -> dict[str, torch.Tensor]:
+        """The cache as named tensors (the outputs of an exported prefix graph)."""
+
+    @abstractmethod
+    def cache_from_tensors(self, tensors: dict[str, torch.Tensor]) -> PrefixCache:
+        """Inverse of cache_tensors (the cache inputs of an exported expert graph)."""
+
+    @abstractmethod
+    def example_batch(self, batch_size: int = 1, seed: int = 0) -> RawBatch:
+        """A real-shaped random observation batch (cameras, instruction, state) for export/validation."""
+
+    @abstractmethod
     def save_pretrained(self, directory: Path) -> None:
         """Write the checkpoint files into an existing empty directory (callers make it atomic)."""
 
@@ -83,6 +105,16 @@ class FlowPolicy(nn.Module, ABC):
     @abstractmethod
     def from_pretrained(cls, directory: Path, device: str | torch.device = "cpu") -> FlowPolicy:
         """Load strictly: a missing or mismatched tensor raises CheckpointError."""
+
+    @property
+    @abstractmethod
+    def processor(self) -> Processor:
+        """The input/output path on its own (no weights): what prepare/unnormalize_actions use."""
+
+    @classmethod
+    @abstractmethod
+    def load_processor(cls, directory: Path) -> Processor:
+        """A processor saved by `processor.save(directory)`, without loading any model."""
 
     @property
     def device(self) -> torch.device:

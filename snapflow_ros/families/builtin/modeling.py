@@ -9,7 +9,6 @@ spans [prefix K/V of the same layer ; the action tokens] -> velocity.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,16 +18,14 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.nn import functional as F
 
-from snapflow_ros.errors import InputError
 from snapflow_ros.families.builtin.configuration import BuiltinVLAConfig
-from snapflow_ros.families.builtin.processor import prepare_images, tokenize_instructions
+from snapflow_ros.families.builtin.processor import NORMALIZATION, BuiltinProcessor
 from snapflow_ros.flow.target_time import TargetTimeMLP
 from snapflow_ros.flow.time import sinusoidal_time_embedding
-from snapflow_ros.policy.checkpoint import CONFIG, WEIGHTS, load_state_strict, read_config, read_tensors
+from snapflow_ros.policy.checkpoint import WEIGHTS, load_state_strict, read_config, read_tensors
 from snapflow_ros.policy.contract import FlowPolicy, RawBatch
 from snapflow_ros.policy.normalization import Normalizer
 
-NORMALIZATION = "normalization.safetensors"
 _NORMALIZER_PREFIXES = ("state_normalizer.", "action_normalizer.")
 
 
@@ -109,26 +106,16 @@ class BuiltinVLA(FlowPolicy):
         self.action_normalizer = Normalizer(config.action_dim)
 
     # --- the one preprocessing path --------------------------------------------------------
+    @property
+    def processor(self) -> BuiltinProcessor:
+        return BuiltinProcessor(self.config, self.state_normalizer, self.action_normalizer)
+
     def prepare(self, batch: RawBatch) -> dict[str, Any]:
-        device = self.device
-        c = self.config
-        tokens, token_mask = tokenize_instructions(list(batch["instruction"]), c.max_instruction_tokens)
-        state = torch.as_tensor(batch["state"], dtype=torch.float32)
-        if state.ndim != 2 or state.shape[1] != c.state_dim:
-            raise InputError(f"state must be (B, {c.state_dim}), got {tuple(state.shape)}")
-        inputs: dict[str, Any] = {
-            "images": prepare_images(batch["images"], c.cameras, c.image_size).to(device),
-            "tokens": tokens.to(device),
-            "token_mask": token_mask.to(device),
-            "state": self.state_normalizer.normalize(state.to(device)),
-        }
-        if "actions" in batch:
-            actions = torch.as_tensor(batch["actions"], dtype=torch.float32).to(device)
-            inputs["actions"] = self.action_normalizer.normalize(actions)
-            mask = batch.get("action_mask")
-            inputs["action_mask"] = (torch.ones(actions.shape[:2], dtype=torch.bool, device=device)
-                                     if mask is None else torch.as_tensor(mask).to(device))
-        return inputs
+        return self.processor.prepare(batch, self.device)
+
+    @classmethod
+    def load_processor(cls, directory: Path) -> BuiltinProcessor:
+        return BuiltinProcessor.load(directory)
 
     # --- prefix: once per observation -------------------------------------------------------
     def embed_prefix(self, inputs: dict[str, Any]) -> BuiltinPrefixCache:
@@ -168,15 +155,14 @@ class BuiltinVLA(FlowPolicy):
         return self.action_out_proj(self.expert_norm(h))
 
     def unnormalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
-        return self.action_normalizer.unnormalize(actions)
+        return self.processor.unnormalize_actions(actions)
 
     # --- checkpoint directory: config.json, model.safetensors, normalization.safetensors ------
     def save_pretrained(self, directory: Path) -> None:
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        normalization = {k: v for k, v in state.items() if k.startswith(_NORMALIZER_PREFIXES)}
-        (Path(directory) / CONFIG).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
-        save_file({k: v for k, v in state.items() if k not in normalization}, Path(directory) / WEIGHTS)
-        save_file(normalization, Path(directory) / NORMALIZATION)
+        self.processor.save(directory)  # config.json + normalization.safetensors
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()
+                 if not k.startswith(_NORMALIZER_PREFIXES)}
+        save_file(state, Path(directory) / WEIGHTS)
 
     @classmethod
     def from_pretrained(cls, directory: Path, device: str | torch.device = "cpu") -> BuiltinVLA:
@@ -185,6 +171,25 @@ class BuiltinVLA(FlowPolicy):
         state = read_tensors(directory / WEIGHTS) | read_tensors(directory / NORMALIZATION)
         load_state_strict(policy, state, directory)
         return policy.to(device)
+
+    def cache_tensors(self, cache: BuiltinPrefixCache) -> dict[str, torch.Tensor]:
+        tensors = {f"key_{i}": k for i, k in enumerate(cache.keys)}
+        tensors |= {f"value_{i}": v for i, v in enumerate(cache.values)}
+        return tensors | {"prefix_mask": cache.mask}
+
+    def cache_from_tensors(self, tensors: dict[str, torch.Tensor]) -> BuiltinPrefixCache:
+        n = self.config.num_layers
+        return BuiltinPrefixCache([tensors[f"key_{i}"] for i in range(n)],
+                                  [tensors[f"value_{i}"] for i in range(n)], tensors["prefix_mask"])
+
+    def example_batch(self, batch_size: int = 1, seed: int = 0) -> RawBatch:
+        g = torch.Generator().manual_seed(seed)
+        size = self.config.image_size
+        return RawBatch(
+            images={c: torch.randint(0, 256, (batch_size, size, size, 3), generator=g, dtype=torch.uint8)
+                    for c in self.config.cameras},
+            instruction=["pick up the red block"] * batch_size,
+            state=torch.randn(batch_size, self.config.state_dim, generator=g))
 
     def expert_parameters(self) -> list[nn.Parameter]:
         modules = [self.action_in_proj, self.action_time_mlp_in, self.action_time_mlp_out,

@@ -5,10 +5,17 @@ Used by training, evaluation, export and the node alike (through BuiltinVLA.prep
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
+from safetensors.torch import save_file
 from torch.nn import functional as F
 
 from snapflow_ros.errors import InputError
+from snapflow_ros.policy.normalization import Normalizer
+
+NORMALIZATION = "normalization.safetensors"
 
 PAD_TOKEN = 0  # byte b is token b + 1
 
@@ -41,3 +48,56 @@ def prepare_images(images: dict[str, torch.Tensor], cameras: tuple[str, ...], si
                                 antialias=True)
         stacked.append(chw * 2.0 - 1.0)
     return torch.stack(stacked, dim=1)
+
+
+class BuiltinProcessor:
+    """The built-in VLA's whole input/output path (no model weights): loadable on its own, so an
+    ONNX deployment preprocesses exactly as training did."""
+
+    def __init__(self, config, state_normalizer: Normalizer, action_normalizer: Normalizer) -> None:
+        self.config = config
+        self.state_normalizer = state_normalizer
+        self.action_normalizer = action_normalizer
+
+    def prepare(self, batch, device: torch.device) -> dict:
+        c = self.config
+        tokens, token_mask = tokenize_instructions(list(batch["instruction"]), c.max_instruction_tokens)
+        state = torch.as_tensor(batch["state"], dtype=torch.float32)
+        if state.ndim != 2 or state.shape[1] != c.state_dim:
+            raise InputError(f"state must be (B, {c.state_dim}), got {tuple(state.shape)}")
+        normalizers = (self.state_normalizer.to(device), self.action_normalizer.to(device))
+        inputs = {
+            "images": prepare_images(batch["images"], c.cameras, c.image_size).to(device),
+            "tokens": tokens.to(device),
+            "token_mask": token_mask.to(device),
+            "state": normalizers[0].normalize(state.to(device)),
+        }
+        if "actions" in batch:
+            actions = torch.as_tensor(batch["actions"], dtype=torch.float32).to(device)
+            inputs["actions"] = normalizers[1].normalize(actions)
+            mask = batch.get("action_mask")
+            inputs["action_mask"] = (torch.ones(actions.shape[:2], dtype=torch.bool, device=device)
+                                     if mask is None else torch.as_tensor(mask).to(device))
+        return inputs
+
+    def unnormalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        return self.action_normalizer.to(actions.device).unnormalize(actions)
+
+    def save(self, directory: Path) -> None:
+        (Path(directory) / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        save_file({f"state_normalizer.{k}": v.cpu() for k, v in self.state_normalizer.state_dict().items()}
+                  | {f"action_normalizer.{k}": v.cpu() for k, v in self.action_normalizer.state_dict().items()},
+                  Path(directory) / NORMALIZATION)
+
+    @classmethod
+    def load(cls, directory: Path) -> BuiltinProcessor:
+        from snapflow_ros.families.builtin.configuration import BuiltinVLAConfig
+        from snapflow_ros.policy.checkpoint import load_state_strict, read_config, read_tensors
+
+        config = BuiltinVLAConfig.from_dict(read_config(directory))
+        state, action = Normalizer(config.state_dim), Normalizer(config.action_dim)
+        tensors = read_tensors(Path(directory) / NORMALIZATION)
+        for prefix, module in (("state_normalizer.", state), ("action_normalizer.", action)):
+            load_state_strict(module, {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)},
+                              Path(directory))
+        return cls(config, state, action)

@@ -87,7 +87,10 @@ class LeRobotAdapter(FlowPolicy):
     def time_width(self) -> int:
         return int(self.lerobot.model.action_in_proj.out_features)
 
-    def model_inputs(self, batch: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def model_inputs(cls, policy: Any, batch: dict[str, Any]) -> dict[str, Any]:
+        """The policy class's own image/state/token preparation (`policy` may be a stand-in
+        with `config` and `parameters()`)."""
         raise NotImplementedError
 
     def embed_prefix(self, inputs: dict[str, Any]) -> LeRobotPrefixCache:
@@ -114,39 +117,46 @@ class LeRobotAdapter(FlowPolicy):
             return (torch.cat([x[..., :width], x[..., width:] + phi[:, None, :]], dim=-1),)
         return (x + phi,)
 
+    @property
+    def processor(self) -> LeRobotProcessor:
+        return LeRobotProcessor(type(self), self.lerobot.config, self.preprocessor, self.postprocessor,
+                                self.bundled.get(TOKENIZER))
+
+    @classmethod
+    def load_processor(cls, directory: Path) -> LeRobotProcessor:
+        """From a directory written by processor.save(): no model is built."""
+        return LeRobotProcessor.load(cls, Path(directory))
+
     def prepare(self, batch: RawBatch) -> dict[str, Any]:
-        """RawBatch -> LeRobot batch -> the checkpoint's own preprocessor -> the policy's own
-        image/state/action preparation. Training, export and serving all pass here."""
-        missing = [c for c in self.cameras if c not in batch["images"]]
-        if missing:
-            raise InputError(f"images for cameras {missing} missing (got {sorted(batch['images'])})")
-        lerobot_batch: dict[str, Any] = {
-            f"{IMAGE_PREFIX}{c}": batch["images"][c].permute(0, 3, 1, 2).float() / 255.0
-            for c in self.cameras
-        }
-        state = torch.as_tensor(batch["state"], dtype=torch.float32)
-        expected = tuple(self.lerobot.config.input_features["observation.state"].shape)
-        if tuple(state.shape[1:]) != expected:
-            raise InputError(f"state has {tuple(state.shape[1:])} values per sample, the "
-                             f"{self.family} checkpoint expects {expected} (observation.state)")
-        lerobot_batch["observation.state"] = state
-        lerobot_batch["task"] = list(batch["instruction"])
-        if "actions" in batch:
-            lerobot_batch["action"] = torch.as_tensor(batch["actions"], dtype=torch.float32)
-            if lerobot_batch["action"].shape[-1] != self.action_dim:
-                raise InputError(f"actions have {lerobot_batch['action'].shape[-1]} dims, the "
-                                 f"{self.family} checkpoint expects {self.action_dim}")
-            mask = batch.get("action_mask")
-            if mask is not None:
-                lerobot_batch["action_is_pad"] = ~torch.as_tensor(mask, dtype=torch.bool)
-        processed = self.preprocessor(lerobot_batch)
-        inputs = self.model_inputs(processed)
-        if "actions" in batch:
-            inputs["actions"] = self.lerobot.prepare_action(processed)  # normalised, padded to noise_dim
-            pad = processed.get("action_is_pad")
-            inputs["action_mask"] = (torch.ones(inputs["actions"].shape[:2], dtype=torch.bool,
-                                                device=inputs["actions"].device) if pad is None else ~pad)
-        return inputs
+        return self.processor.prepare(batch, self.device)
+
+    def cache_tensors(self, cache: LeRobotPrefixCache) -> dict[str, torch.Tensor]:
+        tensors: dict[str, torch.Tensor] = {}
+        for i, (keys, values, *_) in enumerate(cache.past_key_values):
+            tensors[f"key_{i}"], tensors[f"value_{i}"] = keys, values
+        tensors["prefix_pad_masks"] = cache.prefix_pad_masks
+        if cache.state is not None:
+            tensors["suffix_state"] = cache.state  # not "state": that names a prefix input
+        return tensors
+
+    def cache_from_tensors(self, tensors: dict[str, torch.Tensor]) -> LeRobotPrefixCache:
+        from transformers import DynamicCache
+
+        layers = sum(1 for name in tensors if name.startswith("key_"))
+        kv = DynamicCache(tuple((tensors[f"key_{i}"], tensors[f"value_{i}"]) for i in range(layers)))
+        return LeRobotPrefixCache(kv, tensors["prefix_pad_masks"], tensors.get("suffix_state"))
+
+    def example_batch(self, batch_size: int = 1, seed: int = 0) -> RawBatch:
+        g = torch.Generator().manual_seed(seed)
+        features = self.lerobot.config.input_features
+        images = {}
+        for camera in self.cameras:
+            _, height, width = features[f"{IMAGE_PREFIX}{camera}"].shape
+            images[camera] = torch.randint(0, 256, (batch_size, height, width, 3), generator=g,
+                                           dtype=torch.uint8)
+        state_dim = features["observation.state"].shape[0]
+        return RawBatch(images=images, instruction=["pick up the red block"] * batch_size,
+                        state=torch.randn(batch_size, state_dim, generator=g))
 
     def velocity(self, x: torch.Tensor, t: torch.Tensor, s: torch.Tensor,
                  cache: LeRobotPrefixCache) -> torch.Tensor:
@@ -157,7 +167,7 @@ class LeRobotAdapter(FlowPolicy):
             self._target_time = None
 
     def unnormalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
-        return self.postprocessor(actions[..., : self.action_dim])
+        return self.processor.unnormalize_actions(actions)
 
     def expert_parameters(self) -> list[nn.Parameter]:
         seen: set[int] = set()
@@ -213,6 +223,90 @@ class LeRobotAdapter(FlowPolicy):
     @classmethod
     def adjust_config(cls, config: Any, bundled: dict[str, Path]) -> None:
         """Point the config at files bundled in the checkpoint (SmolVLA's VLM directory)."""
+
+
+class _PolicyStandIn:
+    """What LeRobot's image/state/action preparation methods read from `self`: the config and
+    the device of the parameters. Lets the processor run them without building the model."""
+
+    def __init__(self, config: Any, device: torch.device) -> None:
+        self.config = config
+        self._probe = torch.empty(0, device=device)
+
+    def parameters(self):
+        yield self._probe
+
+
+class LeRobotProcessor:
+    """A LeRobot checkpoint's input/output path: its processor pipelines plus the policy class's
+    own image/state/action preparation; no weights."""
+
+    def __init__(self, adapter_class: type[LeRobotAdapter], config: Any, preprocessor: Any,
+                 postprocessor: Any, tokenizer_dir: Path | None) -> None:
+        self.adapter_class = adapter_class
+        self.config = config
+        self.preprocessor = preprocessor
+        self.postprocessor = postprocessor
+        self.tokenizer_dir = tokenizer_dir
+        self.cameras = tuple(k[len(IMAGE_PREFIX):] for k in config.image_features)
+        self.action_dim = int(config.output_features["action"].shape[0])
+
+    def prepare(self, batch: RawBatch, device: torch.device) -> dict[str, Any]:
+        """RawBatch -> LeRobot batch -> the checkpoint's own preprocessor -> the policy class's
+        own image/state/action preparation. Training, export and serving all pass here."""
+        missing = [c for c in self.cameras if c not in batch["images"]]
+        if missing:
+            raise InputError(f"images for cameras {missing} missing (got {sorted(batch['images'])})")
+        lerobot_batch: dict[str, Any] = {
+            f"{IMAGE_PREFIX}{c}": batch["images"][c].permute(0, 3, 1, 2).float() / 255.0
+            for c in self.cameras
+        }
+        state = torch.as_tensor(batch["state"], dtype=torch.float32)
+        expected = tuple(self.config.input_features["observation.state"].shape)
+        if tuple(state.shape[1:]) != expected:
+            raise InputError(f"state has {tuple(state.shape[1:])} values per sample, the "
+                             f"{self.adapter_class.family} checkpoint expects {expected} (observation.state)")
+        lerobot_batch["observation.state"] = state
+        lerobot_batch["task"] = list(batch["instruction"])
+        if "actions" in batch:
+            lerobot_batch["action"] = torch.as_tensor(batch["actions"], dtype=torch.float32)
+            if lerobot_batch["action"].shape[-1] != self.action_dim:
+                raise InputError(f"actions have {lerobot_batch['action'].shape[-1]} dims, the "
+                                 f"{self.adapter_class.family} checkpoint expects {self.action_dim}")
+            mask = batch.get("action_mask")
+            if mask is not None:
+                lerobot_batch["action_is_pad"] = ~torch.as_tensor(mask, dtype=torch.bool)
+        processed = self.preprocessor(lerobot_batch)
+        stand_in = _PolicyStandIn(self.config, torch.device(device))
+        inputs = self.adapter_class.model_inputs(stand_in, processed)
+        if "actions" in batch:
+            # normalised, padded to max_action_dim
+            inputs["actions"] = self.adapter_class.policy_class().prepare_action(stand_in, processed)
+            pad = processed.get("action_is_pad")
+            inputs["action_mask"] = (torch.ones(inputs["actions"].shape[:2], dtype=torch.bool,
+                                                device=inputs["actions"].device) if pad is None else ~pad)
+        return inputs
+
+    def unnormalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        return self.postprocessor(actions[..., : self.action_dim])
+
+    def save(self, directory: Path) -> None:
+        directory = Path(directory)
+        self.config.save_pretrained(directory)
+        self.preprocessor.save_pretrained(directory)
+        self.postprocessor.save_pretrained(directory)
+        if self.tokenizer_dir is not None:
+            shutil.copytree(self.tokenizer_dir, directory / TOKENIZER)
+
+    @classmethod
+    def load(cls, adapter_class: type[LeRobotAdapter], directory: Path) -> LeRobotProcessor:
+        from lerobot.configs.policies import PreTrainedConfig
+
+        adapter_class.policy_class()  # registers the config type
+        config = PreTrainedConfig.from_pretrained(directory)
+        tokenizer_dir = directory / TOKENIZER if (directory / TOKENIZER).is_dir() else None
+        pre, post = load_processors(directory, "cpu", tokenizer_dir)
+        return cls(adapter_class, config, pre, post, tokenizer_dir)
 
 
 def load_lerobot_weights(policy: nn.Module, path: Path) -> None:
@@ -280,13 +374,15 @@ def _prefix_kv(model: nn.Module, forward: Any, prefix_embs: torch.Tensor,
 class _PiAdapter(LeRobotAdapter):
     """pi0 and pi0.5 (PaliGemma + Gemma expert)."""
 
-    def model_inputs(self, batch: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def model_inputs(cls, policy: Any, batch: dict[str, Any]) -> dict[str, Any]:
         from lerobot.utils.constants import OBS_LANGUAGE_ATTENTION_MASK, OBS_LANGUAGE_TOKENS
 
-        images, img_masks = self.lerobot._preprocess_images(batch)
+        policy_class = cls.policy_class()
+        images, img_masks = policy_class._preprocess_images(policy, batch)
         return {"images": images, "img_masks": img_masks, "lang_tokens": batch[OBS_LANGUAGE_TOKENS],
                 "lang_masks": batch[OBS_LANGUAGE_ATTENTION_MASK],
-                "state": self.lerobot.prepare_state(batch) if self.family == "pi0" else None}
+                "state": policy_class.prepare_state(policy, batch) if cls.family == "pi0" else None}
 
     def embed_prefix(self, inputs: dict[str, Any]) -> LeRobotPrefixCache:
         model = self.lerobot.model
@@ -294,7 +390,7 @@ class _PiAdapter(LeRobotAdapter):
                                             inputs["lang_tokens"], inputs["lang_masks"])
         model.paligemma_with_expert.paligemma.model.language_model.config._attn_implementation = "eager"
         kv = _prefix_kv(model, model.paligemma_with_expert.forward, embs, pad, att, attention_4d=True)
-        return LeRobotPrefixCache(kv, pad, inputs["state"])
+        return LeRobotPrefixCache(kv, pad, inputs.get("state"))
 
     def denoise(self, x: torch.Tensor, t: torch.Tensor, cache: LeRobotPrefixCache) -> torch.Tensor:
         kwargs = {"state": cache.state} if self.family == "pi0" else {}
@@ -364,13 +460,15 @@ class SmolVLAAdapter(LeRobotAdapter):
     def time_width(self) -> int:
         return int(self.lerobot.model.vlm_with_expert.expert_hidden_size)
 
-    def model_inputs(self, batch: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def model_inputs(cls, policy: Any, batch: dict[str, Any]) -> dict[str, Any]:
         from lerobot.utils.constants import OBS_LANGUAGE_ATTENTION_MASK, OBS_LANGUAGE_TOKENS
 
-        images, img_masks = self.lerobot.prepare_images(batch)
+        policy_class = cls.policy_class()
+        images, img_masks = policy_class.prepare_images(policy, batch)
         return {"images": images, "img_masks": img_masks, "lang_tokens": batch[OBS_LANGUAGE_TOKENS],
                 "lang_masks": batch[OBS_LANGUAGE_ATTENTION_MASK],
-                "state": self.lerobot.prepare_state(batch)}
+                "state": policy_class.prepare_state(policy, batch)}
 
     def embed_prefix(self, inputs: dict[str, Any]) -> LeRobotPrefixCache:
         model = self.lerobot.model

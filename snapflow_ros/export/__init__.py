@@ -1,0 +1,1 @@
+"""Decomposed ONNX export (prefix graph + expert graph + manifest) and parity validation."""

@@ -1,0 +1,56 @@
+"""manifest.json of an export directory: what the graphs take and give, and where they came from."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from snapflow_ros.errors import CheckpointError
+
+MANIFEST = "manifest.json"
+FORMAT = "snapflow-onnx/1"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: list[int]
+    dtype: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    family: str
+    source_checkpoint: str
+    source_checkpoint_id: str        # directory@sha256 prefix of the exported weights
+    chunk_size: int
+    action_dim: int
+    noise_dim: int
+    steps: int                       # denoising steps to run (1 for a SnapFlow student)
+    opset: int
+    precision: str                   # "fp32" or "fp16"
+    prefix_inputs: list[TensorSpec]
+    cache: list[TensorSpec]          # prefix outputs = expert cache inputs, in order
+    velocity: TensorSpec
+    graphs: dict[str, str]           # role -> file: prefix, expert, monolithic_<N>
+    processor: str = "processor"     # directory with the weight-free pre/post-processing
+    format: str = FORMAT
+    torch_version: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def write(self, directory: Path) -> None:
+        (Path(directory) / MANIFEST).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def read(cls, directory: Path) -> Manifest:
+        path = Path(directory) / MANIFEST
+        if not path.is_file():
+            raise CheckpointError(f"{directory}: not a snapflow export ({MANIFEST} missing)")
+        values = json.loads(path.read_text())
+        if values.get("format") != FORMAT:
+            raise CheckpointError(f"{path}: format {values.get('format')!r}, expected {FORMAT!r}")
+        for key in ("prefix_inputs", "cache"):
+            values[key] = [TensorSpec(**spec) for spec in values[key]]
+        values["velocity"] = TensorSpec(**values["velocity"])
+        return cls(**values)

@@ -1,0 +1,1 @@
+"""Interchangeable inference backends for a FlowPolicy: PyTorch and ONNX Runtime."""

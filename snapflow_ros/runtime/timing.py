@@ -1,0 +1,26 @@
+"""Latency measurement: every probe timed in turn, round after round, so that machine noise
+hits all of them alike and ratios taken from one run are fair."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+
+def measure_interleaved(probes: dict[str, Callable[[], object]], repeats: int,
+                        warmup: int = 1) -> dict[str, dict[str, float]]:
+    """name -> {p50, p95, p99, mean} in milliseconds."""
+    for _ in range(warmup):
+        for probe in probes.values():
+            probe()
+    times: dict[str, list[float]] = {name: [] for name in probes}
+    for _ in range(repeats):
+        for name, probe in probes.items():
+            start = time.perf_counter()
+            probe()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95)),
+                   "p99": float(np.percentile(v, 99)), "mean": float(np.mean(v))}
+            for name, v in times.items()}

@@ -1,0 +1,144 @@
+"""Decomposed ONNX export and the two runtime backends: parity with torch (FP32 within 1e-4 end
+to end) for the built-in policy and tiny pi0 / pi0.5 / SmolVLA, the KV cache kept as OrtValues
+between prefix and expert runs, validation that fails on a wrong reference, FP16, and bench."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from snapflow_distill.synthetic import make_dataset, task_config
+from snapflow_ros.errors import CheckpointError
+from snapflow_ros.export.manifest import Manifest
+from snapflow_ros.export.onnx_export import ExportError, export_policy
+from snapflow_ros.export.validate import validate_export
+from snapflow_ros.families.builtin import BuiltinVLA
+from snapflow_ros.policy.checkpoint import load_policy, save_policy
+from snapflow_ros.runtime.backends import OnnxRuntimeBackend, TorchBackend
+
+SNAPFLOW = str(Path(sys.executable).parent / "snapflow")
+
+
+@pytest.fixture(scope="module")
+def builtin_student(tmp_path_factory) -> Path:
+    """A small built-in policy whose phi is non-zero, as after distillation."""
+    data = make_dataset(64, seed=1)[0]
+    torch.manual_seed(0)
+    policy = BuiltinVLA(task_config(width=32, num_layers=2))
+    policy.state_normalizer.fit(data.states)
+    policy.action_normalizer.fit(data.actions)
+    with torch.no_grad():
+        policy.target_time.linear_out.weight.normal_(0, 0.3)
+    return save_policy(policy, tmp_path_factory.mktemp("builtin") / "student")
+
+
+@pytest.fixture(scope="module")
+def builtin_export(builtin_student, tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("export") / "student_onnx"
+    export_policy(builtin_student, output, monolithic=(1,))
+    return output
+
+
+def test_manifest_describes_the_graphs(builtin_export, builtin_student):
+    manifest = Manifest.read(builtin_export)
+    assert manifest.family == "builtin" and manifest.steps == 1  # a student runs one step
+    assert manifest.precision == "fp32" and manifest.opset == 18
+    assert [s.name for s in manifest.prefix_inputs] == ["images", "tokens", "token_mask", "state"]
+    assert [s.name for s in manifest.cache] == ["key_0", "key_1", "value_0", "value_1", "prefix_mask"]
+    assert manifest.velocity.shape == [1, 8, 2]
+    assert manifest.source_checkpoint_id.startswith("student@")
+    for file in manifest.graphs.values():
+        assert (builtin_export / file).is_file()
+    assert (builtin_export / "processor" / "normalization.safetensors").is_file()
+
+
+def test_onnxruntime_matches_torch_and_keeps_the_cache_as_ortvalues(builtin_export, builtin_student):
+    import onnxruntime as ort
+
+    policy = load_policy(builtin_student)
+    torch_backend, ort_backend = TorchBackend(policy), OnnxRuntimeBackend(builtin_export)
+    batch = policy.example_batch(1, seed=7)
+    cache = ort_backend.prefix(ort_backend.prepare(batch))
+    assert all(isinstance(value, ort.OrtValue) for value in cache)
+    assert all(value.device_name().lower() == ort_backend.device_type for value in cache)
+    noise = torch.randn(1, 8, 2, generator=torch.Generator().manual_seed(2))
+    for steps in (1, 10):
+        torch.testing.assert_close(ort_backend.sample(batch, noise, steps), torch_backend.sample(batch, noise, steps),
+                                   rtol=0, atol=1e-4)
+    torch.testing.assert_close(ort_backend.sample_monolithic(batch, noise, 1), torch_backend.sample(batch, noise, 1),
+                               rtol=0, atol=1e-4)
+
+
+def test_validate_passes_for_the_source_and_fails_for_another_checkpoint(builtin_export, builtin_student, tmp_path):
+    report = validate_export(builtin_export, builtin_student, threshold=1e-4)
+    assert report["passed"] and report["reference_is_export_source"]
+    assert set(report["stages"]) == {"preprocess", "prefix", "expert_step", "end_to_end"}
+    assert report["stages"]["end_to_end"]["max_abs"] <= 1e-4
+
+    other = load_policy(builtin_student)
+    with torch.no_grad():  # (a uniform shift would vanish behind the zero-mean LayerNorm)
+        other.action_out_proj.weight.add_(torch.randn_like(other.action_out_proj.weight) * 0.5)
+    save_policy(other, tmp_path / "other")
+    result = subprocess.run([SNAPFLOW, "validate", str(builtin_export), "--reference", str(tmp_path / "other"),
+                             "--json", str(tmp_path / "report.json")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr
+    assert "FAILED" in result.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert not report["passed"] and not report["reference_is_export_source"]
+    assert report["stages"]["prefix"]["max_abs"] <= 1e-4  # only the expert changed
+
+
+def test_fp16_export_runs_close_to_fp32(builtin_student, tmp_path):
+    export_policy(builtin_student, tmp_path / "fp16", fp16=True)
+    assert Manifest.read(tmp_path / "fp16").precision == "fp16"
+    report = validate_export(tmp_path / "fp16", builtin_student, threshold=2e-2)
+    assert report["passed"], report["stages"]
+
+
+def test_failed_export_leaves_nothing_behind(tmp_path):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text('{"type": "builtin"}')
+    with pytest.raises(CheckpointError):
+        export_policy(tmp_path / "bad", tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad"]
+    with pytest.raises(CheckpointError, match="not a snapflow export"):
+        OnnxRuntimeBackend(tmp_path / "bad")
+    assert issubclass(ExportError, Exception)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["pi0", "pi05", "smolvla"])
+def test_lerobot_exports_match_torch(family, tmp_path):
+    from snapflow_ros.families.lerobot.tiny import build_tiny_teacher
+
+    data = make_dataset(64, seed=2)[0]
+    teacher = build_tiny_teacher(family, tmp_path / "teacher", states=data.states, actions=data.actions,
+                                 cameras=("front",), instructions=data.instructions, chunk_size=8)
+    manifest = export_policy(teacher, tmp_path / "onnx")
+    assert manifest.steps == 10 and manifest.noise_dim == 8  # a teacher; LeRobot pads actions to 8 here
+    report = validate_export(tmp_path / "onnx", teacher, threshold=1e-4)
+    assert report["passed"], {k: v["max_abs"] for k, v in report["stages"].items()}
+
+
+@pytest.mark.slow
+def test_bench_reports_both_backends_and_ratios(builtin_student, tmp_path):
+    teacher = load_policy(builtin_student)
+    with torch.no_grad():
+        teacher.target_time.linear_out.weight.zero_()
+    save_policy(teacher, tmp_path / "teacher")
+    result = subprocess.run([SNAPFLOW, "bench", "--teacher", str(tmp_path / "teacher"), "--student",
+                             str(builtin_student), "--workdir", str(tmp_path / "work"), "--json",
+                             str(tmp_path / "bench.json"), "--repeats", "5"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert {"torch/teacher@10/decomposed", "torch/student@1/decomposed", "onnxruntime/teacher@10/decomposed",
+            "onnxruntime/student@1/decomposed", "onnxruntime/student@1/monolithic",
+            "onnxruntime/teacher@10/monolithic"} <= set(report["latency_ms"])
+    assert report["ratios_p50"]["torch: teacher@10 / student@1"] > 1.5
+    assert report["ratios_p50"]["onnxruntime: teacher@10 / student@1"] > 1.5
