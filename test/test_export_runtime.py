@@ -55,6 +55,9 @@ def test_manifest_describes_the_graphs(builtin_export, builtin_student):
     for file in manifest.graphs.values():
         assert (builtin_export / file).is_file()
     assert (builtin_export / "processor" / "normalization.safetensors").is_file()
+    policy = load_policy(builtin_student)
+    assert manifest.normalization["action"]["mean"] == pytest.approx(policy.action_normalizer.mean.tolist())
+    assert len(manifest.normalization["state"]["std"]) == 4
 
 
 def test_onnxruntime_matches_torch_and_keeps_the_cache_as_ortvalues(builtin_export, builtin_student):
@@ -121,6 +124,7 @@ def test_lerobot_exports_match_torch(family, tmp_path):
                                  cameras=("front",), instructions=data.instructions, chunk_size=8)
     manifest = export_policy(teacher, tmp_path / "onnx")
     assert manifest.steps == 10 and manifest.noise_dim == 8  # a teacher; LeRobot pads actions to 8 here
+    assert {"observation.state", "action"} <= set(manifest.normalization)
     report = validate_export(tmp_path / "onnx", teacher, threshold=1e-4)
     assert report["passed"], {k: v["max_abs"] for k, v in report["stages"].items()}
 

@@ -55,9 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="policy_node parameters (default: the installed config/policy_node.yaml)")
     demo.set_defaults(run=_demo)
 
-    from snapflow_ros.cli.engine import add_commands
+    from snapflow_ros.cli import deploy, lerobot, training
 
-    add_commands(commands)
+    for module in (training, lerobot, deploy):
+        module.add_commands(commands)
     return parser
 
 

@@ -35,6 +35,7 @@ class Manifest:
     velocity: TensorSpec
     graphs: dict[str, str]           # role -> file: prefix, expert, monolithic_<N>
     processor: str = "processor"     # directory with the weight-free pre/post-processing
+    normalization: dict = field(default_factory=dict)  # feature -> statistic -> values (as applied)
     format: str = FORMAT
     torch_version: str = ""
     notes: list[str] = field(default_factory=list)

@@ -16,7 +16,6 @@ from snapflow_ros.errors import SnapflowError
 from snapflow_ros.export.graphs import ExpertGraph, MonolithicGraph, PrefixGraph, flatten, unflatten
 from snapflow_ros.export.manifest import Manifest, TensorSpec
 from snapflow_ros.policy.checkpoint import atomic_directory, checkpoint_id, load_policy
-from snapflow_ros.policy.contract import FlowPolicy
 
 DEFAULT_OPSET = 18
 
@@ -88,6 +87,7 @@ def export_policy(checkpoint: Path, output: Path, *, steps: int | None = None, o
             precision="fp16" if fp16 else "fp32",
             prefix_inputs=[_spec(n, v) for n, v in inputs.items()],
             cache=[_spec(n, v) for n, v in cache.items()], velocity=_spec("velocity", velocity),
-            graphs=graphs, torch_version=torch.__version__)
+            graphs=graphs, normalization=policy.processor.normalization_stats(),
+            torch_version=torch.__version__)
         manifest.write(tmp)
     return manifest

@@ -83,6 +83,10 @@ class BuiltinProcessor:
     def unnormalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
         return self.action_normalizer.to(actions.device).unnormalize(actions)
 
+    def normalization_stats(self) -> dict[str, dict[str, list[float]]]:
+        return {name: {"mean": n.mean.tolist(), "std": n.std.tolist()}
+                for name, n in (("state", self.state_normalizer), ("action", self.action_normalizer))}
+
     def save(self, directory: Path) -> None:
         (Path(directory) / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
         save_file({f"state_normalizer.{k}": v.cpu() for k, v in self.state_normalizer.state_dict().items()}

@@ -1,0 +1,135 @@
+"""`snapflow train-teacher | distill | eval | bench-distill`: SnapFlow without ROS."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from snapflow_ros.cli.options import (
+    add_data_flags,
+    add_train_flags,
+    device,
+    progress,
+    task_data,
+    train_config,
+    write_json,
+)
+
+
+def train_teacher(args: argparse.Namespace) -> Path:
+    from snapflow_distill.synthetic import task_config
+    from snapflow_distill.trainer import Trainer
+    from snapflow_ros.families.builtin import BuiltinVLA
+
+    torch.manual_seed(args.seed)
+    data = task_data(args, args.chunk_size)
+    policy = BuiltinVLA(task_config(**data.config))
+    policy.state_normalizer.fit(data.frames[0])
+    policy.action_normalizer.fit(data.frames[1])
+    trainer = Trainer(policy.to(device(args.device)), data.train, train_config(args, "flow_matching"),
+                      args.output, progress("train-teacher"))
+    trainer.provenance |= data.description
+    path = trainer.run()
+    print(f"teacher written to {path}")
+    return path
+
+
+def distill(args: argparse.Namespace) -> Path:
+    from snapflow_distill.trainer import Trainer
+    from snapflow_ros.policy.checkpoint import checkpoint_id, load_policy
+
+    student = load_policy(args.teacher, device(args.device))
+    data = task_data(args, student.chunk_size)
+    trainer = Trainer(student, data.train, train_config(args, "snapflow"), args.output, progress("distill"))
+    trainer.provenance |= {"teacher": str(args.teacher), "teacher_id": checkpoint_id(args.teacher),
+                           **data.description}
+    path = trainer.run()
+    print(f"student written to {path}")
+    return path
+
+
+def evaluate_checkpoints(args: argparse.Namespace) -> dict:
+    from snapflow_distill.evaluate import Candidate, evaluate
+    from snapflow_ros.policy.checkpoint import load_policy
+
+    teacher = load_policy(args.teacher)
+    data = task_data(args, teacher.chunk_size)
+    candidates = [Candidate("teacher@10", teacher, 10), Candidate("teacher@1", teacher, 1)]
+    if args.student:
+        candidates.append(Candidate("student@1", load_policy(args.student), 1))
+    report = evaluate(candidates, candidates[0], data.held_out, seed=args.seed,
+                      latency_repeats=args.latency_repeats, extra=data.metrics)
+    report |= {**data.description, "teacher": str(args.teacher),
+               "student": str(args.student) if args.student else None,
+               "torch_threads": torch.get_num_threads()}
+    return report
+
+
+def bench_distill(args: argparse.Namespace) -> dict:
+    """Teacher from scratch -> SnapFlow student -> evaluation, in one run (ratios side by side)."""
+    started = time.perf_counter()
+    work = args.workdir
+    args.output = work / "teacher"
+    args.steps, steps_student = args.teacher_steps, args.student_steps
+    args.teacher = train_teacher(args)
+    args.output, args.steps = work / "student", steps_student
+    args.lr = args.student_lr
+    args.student = distill(args)
+    report = evaluate_checkpoints(args)
+    r = report["results"]
+    report["latency_ratio_teacher10_over_student1"] = (
+        r["teacher@10"]["latency_ms"]["p50"] / r["student@1"]["latency_ms"]["p50"])
+    report["seeds"] = {"train": args.seed, "data": args.data_seed, "noise": args.seed}
+    report["steps"] = {"teacher": args.teacher_steps, "student": steps_student}
+    report["wall_seconds"] = time.perf_counter() - started
+    return report
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("train-teacher", help="train a flow-matching teacher (built-in VLA) from scratch",
+                            description="Train the built-in VLA with the flow-matching loss. Re-running with the "
+                            "same --output resumes from its newest checkpoint.")
+    p.add_argument("--output", type=Path, required=True, help="run directory; the policy lands in OUTPUT/policy")
+    p.add_argument("--chunk-size", type=int, default=8, help="actions per chunk of the new teacher (default: 8)")
+    add_data_flags(p)
+    add_train_flags(p, steps=3000, lr=2e-3)
+    p.set_defaults(run=train_teacher)
+
+    p = commands.add_parser("distill", help="SnapFlow-distil a teacher checkpoint into a 1-step student",
+                            description="Self-distil TEACHER (a checkpoint directory) with SnapFlow: frozen "
+                            "backbone, mixed flow-matching + two-step consistency loss, zero-initialised "
+                            "target-time MLP. Re-running with the same --output resumes.")
+    p.add_argument("teacher", type=Path, help="teacher checkpoint directory (config.json, model.safetensors, ...)")
+    p.add_argument("--output", type=Path, required=True, help="run directory; the student lands in OUTPUT/policy")
+    add_data_flags(p)
+    add_train_flags(p, steps=2000, lr=1e-3)
+    p.set_defaults(run=distill)
+
+    p = commands.add_parser("eval", help="offline metrics: teacher@10, naive teacher@1, student@1",
+                            description="Held-out action MSE/cosine vs ground truth and vs teacher@10, the "
+                            "task's own metrics and per-call latency, as JSON.")
+    p.add_argument("teacher", type=Path, help="teacher checkpoint directory")
+    p.add_argument("--student", type=Path, default=None, help="student checkpoint directory (optional)")
+    p.add_argument("--json", type=Path, default=None, help="also write the report to this file")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (default: 0)")
+    p.add_argument("--latency-repeats", type=int, default=50, help="timed calls per policy (default: 50)")
+    add_data_flags(p)
+    p.set_defaults(run=lambda a: write_json(evaluate_checkpoints(a), a.json))
+
+    p = commands.add_parser("bench-distill", help="benchmark: train teacher, distil, evaluate; JSON table",
+                            description="On the multi-modal synthetic task: train a teacher, distil a student and "
+                            "report MSE of teacher@10, naive teacher@1 and student@1 plus the latency ratio "
+                            "teacher@10 / student@1 measured in the same run.")
+    p.add_argument("--workdir", type=Path, default=Path("runs/bench-distill"), help="where checkpoints go (default: runs/bench-distill)")
+    p.add_argument("--json", type=Path, default=Path("runs/bench-distill/report.json"), help="report file (default: runs/bench-distill/report.json)")
+    p.add_argument("--teacher-steps", type=int, default=3000, help="teacher training steps (default: 3000)")
+    p.add_argument("--student-steps", type=int, default=2000, help="distillation steps (default: 2000)")
+    p.add_argument("--student-lr", type=float, default=1e-3, help="distillation learning rate (default: 1e-3)")
+    p.add_argument("--latency-repeats", type=int, default=50, help="timed calls per policy (default: 50)")
+    p.add_argument("--chunk-size", type=int, default=8, help="actions per chunk of the teacher (default: 8)")
+    add_data_flags(p)
+    add_train_flags(p, steps=None, lr=2e-3)
+    p.set_defaults(run=lambda a: write_json(bench_distill(a), a.json))

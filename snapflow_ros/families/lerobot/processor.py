@@ -1,0 +1,140 @@
+"""The input/output path of a LeRobot checkpoint, without its weights: the checkpoint's own
+processor pipelines plus the policy class's own image/state/action preparation. Used by the
+adapter (training, evaluation, serving) and by ONNX deployments alike."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from snapflow_ros.errors import CheckpointError, InputError
+from snapflow_ros.policy.contract import RawBatch
+
+if TYPE_CHECKING:
+    from snapflow_ros.families.lerobot.adapter import LeRobotAdapter
+
+TOKENIZER = "tokenizer"                            # bundled tokenizer: the checkpoint loads offline
+PREPROCESSOR = "policy_preprocessor.json"
+POSTPROCESSOR = "policy_postprocessor.json"
+IMAGE_PREFIX = "observation.images."
+
+
+class _PolicyStandIn:
+    """What LeRobot's image/state/action preparation methods read from `self`: the config and
+    the device of the parameters. Lets the processor run them without building the model."""
+
+    def __init__(self, config: Any, device: torch.device) -> None:
+        self.config = config
+        self._probe = torch.empty(0, device=device)
+
+    def parameters(self):
+        yield self._probe
+
+
+class LeRobotProcessor:
+    """A LeRobot checkpoint's input/output path: its processor pipelines plus the policy class's
+    own image/state/action preparation; no weights."""
+
+    def __init__(self, adapter_class: type[LeRobotAdapter], config: Any, preprocessor: Any,
+                 postprocessor: Any, tokenizer_dir: Path | None) -> None:
+        self.adapter_class = adapter_class
+        self.config = config
+        self.preprocessor = preprocessor
+        self.postprocessor = postprocessor
+        self.tokenizer_dir = tokenizer_dir
+        self.cameras = tuple(k[len(IMAGE_PREFIX):] for k in config.image_features)
+        self.action_dim = int(config.output_features["action"].shape[0])
+
+    def prepare(self, batch: RawBatch, device: torch.device) -> dict[str, Any]:
+        """RawBatch -> LeRobot batch -> the checkpoint's own preprocessor -> the policy class's
+        own image/state/action preparation. Training, export and serving all pass here."""
+        missing = [c for c in self.cameras if c not in batch["images"]]
+        if missing:
+            raise InputError(f"images for cameras {missing} missing (got {sorted(batch['images'])})")
+        lerobot_batch: dict[str, Any] = {
+            f"{IMAGE_PREFIX}{c}": batch["images"][c].permute(0, 3, 1, 2).float() / 255.0
+            for c in self.cameras
+        }
+        state = torch.as_tensor(batch["state"], dtype=torch.float32)
+        expected = tuple(self.config.input_features["observation.state"].shape)
+        if tuple(state.shape[1:]) != expected:
+            raise InputError(f"state has {tuple(state.shape[1:])} values per sample, the "
+                             f"{self.adapter_class.family} checkpoint expects {expected} (observation.state)")
+        lerobot_batch["observation.state"] = state
+        lerobot_batch["task"] = list(batch["instruction"])
+        if "actions" in batch:
+            lerobot_batch["action"] = torch.as_tensor(batch["actions"], dtype=torch.float32)
+            if lerobot_batch["action"].shape[-1] != self.action_dim:
+                raise InputError(f"actions have {lerobot_batch['action'].shape[-1]} dims, the "
+                                 f"{self.adapter_class.family} checkpoint expects {self.action_dim}")
+            mask = batch.get("action_mask")
+            if mask is not None:
+                lerobot_batch["action_is_pad"] = ~torch.as_tensor(mask, dtype=torch.bool)
+        processed = self.preprocessor(lerobot_batch)
+        stand_in = _PolicyStandIn(self.config, torch.device(device))
+        inputs = self.adapter_class.model_inputs(stand_in, processed)
+        if "actions" in batch:
+            # normalised, padded to max_action_dim
+            inputs["actions"] = self.adapter_class.policy_class().prepare_action(stand_in, processed)
+            pad = processed.get("action_is_pad")
+            inputs["action_mask"] = (torch.ones(inputs["actions"].shape[:2], dtype=torch.bool,
+                                                device=inputs["actions"].device) if pad is None else ~pad)
+        return inputs
+
+    def unnormalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        return self.postprocessor(actions[..., : self.action_dim])
+
+    def normalization_stats(self) -> dict[str, dict[str, list[float]]]:
+        """The statistics of the preprocessor's normalizer step (feature -> stat -> values)."""
+        for step in self.preprocessor.steps:
+            stats = getattr(step, "_tensor_stats", None)
+            if stats:
+                return {feature: {k: torch.as_tensor(v).flatten().tolist() for k, v in values.items()}
+                        for feature, values in stats.items()}
+        return {}
+
+    def save(self, directory: Path) -> None:
+        directory = Path(directory)
+        self.config.save_pretrained(directory)
+        self.preprocessor.save_pretrained(directory)
+        self.postprocessor.save_pretrained(directory)
+        if self.tokenizer_dir is not None:
+            shutil.copytree(self.tokenizer_dir, directory / TOKENIZER)
+
+    @classmethod
+    def load(cls, adapter_class: type[LeRobotAdapter], directory: Path) -> LeRobotProcessor:
+        from lerobot.configs.policies import PreTrainedConfig
+
+        adapter_class.policy_class()  # registers the config type
+        config = PreTrainedConfig.from_pretrained(directory)
+        tokenizer_dir = directory / TOKENIZER if (directory / TOKENIZER).is_dir() else None
+        pre, post = load_processors(directory, "cpu", tokenizer_dir)
+        return cls(adapter_class, config, pre, post, tokenizer_dir)
+
+
+def load_processors(directory: Path, device: str, tokenizer_dir: Path | None) -> tuple[Any, Any]:
+    from lerobot.processor import PolicyProcessorPipeline
+    from lerobot.processor.converters import (
+        policy_action_to_transition,
+        transition_to_policy_action,
+    )
+
+    overrides: dict[str, dict] = {"device_processor": {"device": device}}
+    if tokenizer_dir is not None:
+        from transformers import AutoTokenizer
+
+        overrides["tokenizer_processor"] = {"tokenizer": AutoTokenizer.from_pretrained(tokenizer_dir)}
+    try:
+        pre = PolicyProcessorPipeline.from_pretrained(directory, config_filename=PREPROCESSOR,
+                                                      overrides=overrides)
+        post = PolicyProcessorPipeline.from_pretrained(
+            directory, config_filename=POSTPROCESSOR, to_transition=policy_action_to_transition,
+            to_output=transition_to_policy_action)
+    except (OSError, ValueError, KeyError) as error:
+        raise CheckpointError(
+            f"{directory}: processors could not be loaded ({error}). A tokenizer that is not "
+            f"cached locally can be bundled as {directory / TOKENIZER}/") from None
+    return pre, post
