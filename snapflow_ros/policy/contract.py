@@ -42,6 +42,12 @@ class PrefixCache(Protocol):
 class Processor(Protocol):
     """Preprocessing and postprocessing of a policy, separable from its weights."""
 
+    cameras: tuple[str, ...]
+
+    def example_batch(self, batch_size: int = 1, seed: int = 0) -> RawBatch:
+        """A real-shaped random observation batch (cameras, instruction, state)."""
+        ...
+
     def prepare(self, batch: RawBatch, device: torch.device) -> dict[str, Any]: ...
 
     def unnormalize_actions(self, actions: torch.Tensor) -> torch.Tensor: ...
@@ -95,9 +101,9 @@ class FlowPolicy(nn.Module, ABC):
     def cache_from_tensors(self, tensors: dict[str, torch.Tensor]) -> PrefixCache:
         """Inverse of cache_tensors (the cache inputs of an exported expert graph)."""
 
-    @abstractmethod
     def example_batch(self, batch_size: int = 1, seed: int = 0) -> RawBatch:
         """A real-shaped random observation batch (cameras, instruction, state) for export/validation."""
+        return self.processor.example_batch(batch_size, seed)
 
     @abstractmethod
     def save_pretrained(self, directory: Path) -> None:

@@ -182,15 +182,6 @@ class BuiltinVLA(FlowPolicy):
         return BuiltinPrefixCache([tensors[f"key_{i}"] for i in range(n)],
                                   [tensors[f"value_{i}"] for i in range(n)], tensors["prefix_mask"])
 
-    def example_batch(self, batch_size: int = 1, seed: int = 0) -> RawBatch:
-        g = torch.Generator().manual_seed(seed)
-        size = self.config.image_size
-        return RawBatch(
-            images={c: torch.randint(0, 256, (batch_size, size, size, 3), generator=g, dtype=torch.uint8)
-                    for c in self.config.cameras},
-            instruction=["pick up the red block"] * batch_size,
-            state=torch.randn(batch_size, self.config.state_dim, generator=g))
-
     def expert_parameters(self) -> list[nn.Parameter]:
         modules = [self.action_in_proj, self.action_time_mlp_in, self.action_time_mlp_out,
                    self.expert_blocks, self.expert_norm, self.action_out_proj, self.target_time]

@@ -56,8 +56,17 @@ class BuiltinProcessor:
 
     def __init__(self, config, state_normalizer: Normalizer, action_normalizer: Normalizer) -> None:
         self.config = config
+        self.cameras = tuple(config.cameras)
         self.state_normalizer = state_normalizer
         self.action_normalizer = action_normalizer
+
+    def example_batch(self, batch_size: int = 1, seed: int = 0) -> dict:
+        g = torch.Generator().manual_seed(seed)
+        size = self.config.image_size
+        return {"images": {c: torch.randint(0, 256, (batch_size, size, size, 3), generator=g, dtype=torch.uint8)
+                           for c in self.cameras},
+                "instruction": ["pick up the red block"] * batch_size,
+                "state": torch.randn(batch_size, self.config.state_dim, generator=g)}
 
     def prepare(self, batch, device: torch.device) -> dict:
         c = self.config

@@ -150,18 +150,6 @@ class LeRobotAdapter(FlowPolicy):
         kv = DynamicCache(tuple((tensors[f"key_{i}"], tensors[f"value_{i}"]) for i in range(layers)))
         return LeRobotPrefixCache(kv, tensors["prefix_pad_masks"], tensors.get("suffix_state"))
 
-    def example_batch(self, batch_size: int = 1, seed: int = 0) -> RawBatch:
-        g = torch.Generator().manual_seed(seed)
-        features = self.lerobot.config.input_features
-        images = {}
-        for camera in self.cameras:
-            _, height, width = features[f"{IMAGE_PREFIX}{camera}"].shape
-            images[camera] = torch.randint(0, 256, (batch_size, height, width, 3), generator=g,
-                                           dtype=torch.uint8)
-        state_dim = features["observation.state"].shape[0]
-        return RawBatch(images=images, instruction=["pick up the red block"] * batch_size,
-                        state=torch.randn(batch_size, state_dim, generator=g))
-
     def velocity(self, x: torch.Tensor, t: torch.Tensor, s: torch.Tensor,
                  cache: LeRobotPrefixCache) -> torch.Tensor:
         self._target_time = s

@@ -48,6 +48,18 @@ class LeRobotProcessor:
         self.cameras = tuple(k[len(IMAGE_PREFIX):] for k in config.image_features)
         self.action_dim = int(config.output_features["action"].shape[0])
 
+    def example_batch(self, batch_size: int = 1, seed: int = 0) -> RawBatch:
+        g = torch.Generator().manual_seed(seed)
+        features = self.config.input_features
+        images = {}
+        for camera in self.cameras:
+            _, height, width = features[f"{IMAGE_PREFIX}{camera}"].shape
+            images[camera] = torch.randint(0, 256, (batch_size, height, width, 3), generator=g,
+                                           dtype=torch.uint8)
+        state_dim = features["observation.state"].shape[0]
+        return RawBatch(images=images, instruction=["pick up the red block"] * batch_size,
+                        state=torch.randn(batch_size, state_dim, generator=g))
+
     def prepare(self, batch: RawBatch, device: torch.device) -> dict[str, Any]:
         """RawBatch -> LeRobot batch -> the checkpoint's own preprocessor -> the policy class's
         own image/state/action preparation. Training, export and serving all pass here."""

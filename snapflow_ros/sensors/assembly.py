@@ -1,0 +1,87 @@
+"""ObservationAssembler: the newest value of every input, checked before it may reach a policy.
+
+Callbacks store (latest-value hold); `assemble(now)` builds one Observation or raises HoldError
+saying which input is missing, stale (header stamp older than max_age), non-finite or of the
+wrong shape. The node never infers from anything that did not pass here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from threading import Lock
+
+import numpy as np
+
+from snapflow_ros.errors import InputError, SnapflowError
+from snapflow_ros.policy.observation import Observation
+
+
+class HoldError(SnapflowError):
+    """No observation can be assembled now; the message says why (for diagnostics)."""
+
+
+@dataclass
+class _Stamped:
+    stamp_ns: int
+    value: object
+
+
+@dataclass
+class ObservationAssembler:
+    cameras: tuple[str, ...]
+    joint_names: tuple[str, ...]
+    max_age_s: float
+    image_shapes: dict[str, tuple[int, int]] = field(default_factory=dict)  # camera -> (H, W), optional
+    instruction: str = ""
+    _latest: dict[str, _Stamped] = field(default_factory=dict, init=False)
+    _lock: Lock = field(default_factory=Lock, init=False)
+
+    def update_image(self, camera: str, stamp_ns: int, rgb: np.ndarray) -> None:
+        with self._lock:
+            self._latest[f"camera:{camera}"] = _Stamped(stamp_ns, rgb)
+
+    def update_joints(self, stamp_ns: int, positions: np.ndarray) -> None:
+        """`positions` already in joint_names order (see conversions.joint_positions)."""
+        with self._lock:
+            self._latest["joint_states"] = _Stamped(stamp_ns, positions)
+
+    def set_instruction(self, text: str) -> None:
+        with self._lock:
+            self.instruction = text
+
+    def ages_s(self, now_ns: int) -> dict[str, float]:
+        with self._lock:
+            return {name: (now_ns - item.stamp_ns) * 1e-9 for name, item in self._latest.items()}
+
+    def assemble(self, now_ns: int) -> Observation:
+        with self._lock:
+            latest = dict(self._latest)
+            instruction = self.instruction
+        names = [f"camera:{c}" for c in self.cameras] + ["joint_states"]
+        missing = [n for n in names if n not in latest]
+        if missing:
+            raise HoldError(f"no message yet on {missing}")
+        for name in names:
+            age = (now_ns - latest[name].stamp_ns) * 1e-9
+            if age > self.max_age_s:
+                raise HoldError(f"{name} is stale: {age:.3f} s old (max {self.max_age_s:g} s)")
+            if age < -self.max_age_s:
+                raise HoldError(f"{name} is stamped {-age:.3f} s in the future: clocks disagree")
+        images = {}
+        for camera in self.cameras:
+            image = latest[f"camera:{camera}"].value
+            expected = self.image_shapes.get(camera)
+            if image.ndim != 3 or image.shape[2] != 3 or (expected and image.shape[:2] != tuple(expected)):
+                raise HoldError(f"camera:{camera} image has shape {image.shape}, expected "
+                                f"{(*expected, 3) if expected else '(H, W, 3)'}")
+            images[camera] = image
+        state = np.asarray(latest["joint_states"].value, dtype=np.float64)
+        if state.shape != (len(self.joint_names),):
+            raise HoldError(f"joint_states has {state.shape} values, expected {len(self.joint_names)}")
+        if not instruction:
+            raise HoldError("no task instruction (topic or 'instruction' parameter)")
+        try:
+            return Observation(state=state, images=images, instruction=instruction,
+                               stamp_ns=min(latest[n].stamp_ns for n in names))
+        except InputError as error:
+            raise HoldError(str(error)) from None
