@@ -11,8 +11,8 @@ MS = 1_000_000
 
 def test_actions_already_due_are_dropped():
     kept, start = drop_stale(ACTIONS, observation_ns=0, dt_s=0.1, now_ns=250 * MS)
-    assert kept[:, 0].tolist() == [3, 4, 5, 6, 7, 8, 9]  # 0.0, 0.1, 0.2 s are past at 0.25 s
-    assert start == 300 * MS
+    assert kept[:, 0].tolist() == [2, 3, 4, 5, 6, 7, 8, 9]  # [0, 0.1) and [0.1, 0.2) are over at 0.25 s
+    assert start == 200 * MS
     kept, start = drop_stale(ACTIONS, 0, 0.1, 0)
     assert len(kept) == 10 and start == 0
     kept, _ = drop_stale(ACTIONS, 0, 0.1, 5_000 * MS)  # everything late: keep the last one

@@ -18,7 +18,8 @@ def test_demo_prints_published_chunks():
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    chunk_lines = re.findall(r"^chunk #\d+ +policy=builtin:hold-position 10x7 ", result.stdout, re.M)
+    # 10 actions per chunk, fewer when drop_stale_actions removed some already due
+    chunk_lines = re.findall(r"^chunk #\d+ +policy=builtin:hold-position (?:10|[1-9])x7 ", result.stdout, re.M)
     assert len(chunk_lines) >= 3, result.stdout
     assert "received 3 ActionChunk" in result.stdout
 

@@ -18,7 +18,8 @@ def _policy_node(ros, **params):
 
     from snapflow_ros.ros.policy_node import PolicyNode
 
-    values = {"joint_names": JOINTS, "chunk_rate_hz": 20.0, "action_horizon": 5, "action_dt": 0.04}
+    values = {"joint_names": JOINTS, "chunk_rate_hz": 20.0, "action_horizon": 5, "action_dt": 0.04,
+              "drop_stale_actions": False, "instruction": "hold still"}
     values.update(params)
     overrides = [Parameter(name, value=value) for name, value in values.items()]
     return ros.node(PolicyNode, parameter_overrides=overrides)
@@ -76,7 +77,7 @@ def test_chunks_follow_joint_states_by_name(ros):
     assert chunk.joint_names == tuple(JOINTS)
     assert chunk.actions.shape == (5, 3)
     np.testing.assert_allclose(chunk.actions, np.tile([0.1, 0.2, 0.3], (5, 1)), rtol=1e-6)
-    assert chunk.policy_id == node.policy.policy_id
+    assert chunk.policy_id == node.slot.policy.policy_id == "builtin:hold-position"
     assert chunk.dt_s == pytest.approx(0.04)
     assert chunk.start_ns >= chunk.observation_stamp_ns
     assert probe.chunks[-1].sequence > probe.chunks[0].sequence
@@ -122,8 +123,8 @@ def test_missing_joint_names_is_a_config_error(ros):
         PolicyNode(context=ros.context)
 
 
-def test_checkpoint_is_refused_until_flow_policies_exist(ros):
-    from snapflow_ros.errors import ConfigError
+def test_missing_checkpoint_is_refused_at_start(ros, tmp_path):
+    from snapflow_ros.errors import CheckpointError
 
-    with pytest.raises(ConfigError, match="built-in hold-position"):
-        _policy_node(ros, checkpoint="/tmp/some-checkpoint")
+    with pytest.raises(CheckpointError, match="config.json missing"):
+        _policy_node(ros, checkpoint=str(tmp_path))

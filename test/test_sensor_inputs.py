@@ -81,3 +81,15 @@ def test_invalid_inputs_hold_with_a_reason(break_it, reason):
     break_it(assembler)
     with pytest.raises(HoldError, match=reason):
         assembler.assemble(NOW)
+
+
+def test_an_invalid_newest_message_holds_instead_of_using_an_older_one():
+    assembler = _assembler()
+    assembler.update_image("front", NOW, RGB)
+    assembler.update_joints(NOW - 100_000_000, np.array([0.1, 0.2]))
+    assembler.assemble(NOW)
+    assembler.invalidate("joint_states", NOW, "joint_states: non-finite 'position' for joints ['a']")
+    with pytest.raises(HoldError, match="non-finite"):
+        assembler.assemble(NOW)
+    assembler.update_joints(NOW, np.array([0.1, 0.2]))
+    assert assembler.assemble(NOW).state.tolist() == [0.1, 0.2]

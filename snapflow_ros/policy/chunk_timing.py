@@ -11,10 +11,11 @@ from snapflow_ros.errors import ConfigError
 
 
 def drop_stale(actions: np.ndarray, observation_ns: int, dt_s: float, now_ns: int) -> tuple[np.ndarray, int]:
-    """Action k was meant for observation_ns + k*dt. Keeps the actions due at or after `now_ns`
-    (at least the last one) and returns them with the start time of the first kept action."""
+    """Action k covers [observation_ns + k*dt, observation_ns + (k+1)*dt). Drops the actions whose
+    interval has passed by `now_ns` (keeping at least the last one) and returns the rest with the
+    start time of the first kept action."""
     elapsed = max(0.0, (now_ns - observation_ns) * 1e-9)
-    skip = min(int(math.ceil(elapsed / dt_s - 1e-9)), len(actions) - 1)
+    skip = min(int(math.floor(elapsed / dt_s + 1e-9)), len(actions) - 1)
     return actions[skip:], observation_ns + round(skip * dt_s * 1e9)
 
 

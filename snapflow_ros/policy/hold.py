@@ -17,7 +17,8 @@ class HoldPositionPolicy:
     """Returns `horizon` copies of the observed joint positions."""
 
     policy_id = "builtin:hold-position"
-    denoising_steps = 0
+    steps = 0          # no denoising
+    cameras: tuple[str, ...] = ()
 
     def __init__(self, action_dim: int, horizon: int) -> None:
         if action_dim < 1:
@@ -27,7 +28,7 @@ class HoldPositionPolicy:
         self.action_dim = action_dim
         self.horizon = horizon
 
-    def predict(self, observation: Observation) -> np.ndarray:
+    def predict(self, observation: Observation, seed: int = 0) -> np.ndarray:
         """(horizon, action_dim) float32 actions."""
         if observation.state.shape != (self.action_dim,):
             raise InputError(

@@ -45,13 +45,43 @@ class ParameterSpec:
 POLICY_NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec(
         "checkpoint", Parameter.Type.STRING, "",
-        "Policy checkpoint directory; empty serves the built-in hold-position policy.",
-        read_only=True,  # hot swapping through this parameter comes with the flow policies
+        "Policy checkpoint directory (torch backend) or export directory (onnxruntime backend); "
+        "empty serves the built-in hold-position policy. Changing it while running loads, warms "
+        "and checks the new policy, then swaps it in between chunks; a failure keeps the old one.",
+    ),
+    ParameterSpec(
+        "backend", Parameter.Type.STRING, "torch",
+        "Inference backend: torch or onnxruntime (changing it reloads the policy like checkpoint).",
+    ),
+    ParameterSpec(
+        "device", Parameter.Type.STRING, "cpu", "Torch device: cpu, cuda, cuda:N.", read_only=True,
+    ),
+    ParameterSpec(
+        "denoising_steps", Parameter.Type.INTEGER, 0,
+        "Expert passes per chunk; 0: 1 for a SnapFlow student, 10 for a teacher.", range=(0, 100),
     ),
     ParameterSpec(
         "joint_names", Parameter.Type.STRING_ARRAY, None,
         "Joints of the state vector and of every action, in policy order (required).",
         read_only=True,
+    ),
+    ParameterSpec(
+        "cameras", Parameter.Type.STRING_ARRAY, [],
+        "Policy camera names, in order (empty for the hold-position policy).", read_only=True,
+    ),
+    ParameterSpec(
+        "camera_topics", Parameter.Type.STRING_ARRAY, [],
+        "Topic of each camera (same order); empty: camera/<name>/image_raw or .../compressed.",
+        read_only=True,
+    ),
+    ParameterSpec(
+        "camera_formats", Parameter.Type.STRING_ARRAY, [],
+        "'raw' (sensor_msgs/Image rgb8/bgr8/mono8) or 'compressed' (CompressedImage jpeg/png) per "
+        "camera; empty: all raw.", read_only=True,
+    ),
+    ParameterSpec(
+        "instruction", Parameter.Type.STRING, "",
+        "Task instruction until one arrives on the latched 'instruction' topic.",
     ),
     ParameterSpec(
         "chunk_rate_hz", Parameter.Type.DOUBLE, 10.0,
@@ -73,6 +103,15 @@ POLICY_NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
         "Inputs whose header stamp is older than this many seconds are stale: no chunk is "
         "published from them.", range=(0.001, 60.0),
     ),
+    ParameterSpec(
+        "drop_stale_actions", Parameter.Type.BOOL, True,
+        "Drop the actions of a chunk whose time has passed by publication (measured latency).",
+    ),
+    ParameterSpec(
+        "blend_decay", Parameter.Type.DOUBLE, 0.0,
+        "Blend a new chunk with the overlapping part of the previous one, old weight exp(-decay*k); "
+        "0 disables blending.", range=(0.0, 100.0),
+    ),
 )
 
 
@@ -81,17 +120,27 @@ class PolicyNodeConfig:
     """Typed values of POLICY_NODE_PARAMETERS."""
 
     checkpoint: str
+    backend: str
+    device: str
+    denoising_steps: int
     joint_names: tuple[str, ...]
+    cameras: tuple[str, ...]
+    camera_topics: tuple[str, ...]
+    camera_formats: tuple[str, ...]
+    instruction: str
     chunk_rate_hz: float
     action_horizon: int
     action_dt: float
     max_input_age: float
+    drop_stale_actions: bool
+    blend_decay: float
 
 
 def declare_parameters(node: Node, specs: tuple[ParameterSpec, ...]) -> None:
     for spec in specs:
-        value = spec.type if spec.default is None else spec.default
-        node.declare_parameter(spec.name, value, spec.descriptor())
+        # rclpy would type an empty list as BYTE_ARRAY: declare those by type, unset.
+        unset = spec.default is None or spec.default == []
+        node.declare_parameter(spec.name, spec.type if unset else spec.default, spec.descriptor())
 
 
 def read_policy_node_config(node: Node) -> PolicyNodeConfig:
@@ -101,6 +150,9 @@ def read_policy_node_config(node: Node) -> PolicyNodeConfig:
         try:
             values[spec.name] = node.get_parameter(spec.name).value
         except ParameterUninitializedException:
+            if spec.default is not None:  # an empty list left unset
+                values[spec.name] = spec.default
+                continue
             raise ConfigError(
                 f"parameter '{spec.name}' is required: {spec.description} "
                 f"Set it in the params file (config/policy_node.yaml) or with -p {spec.name}:=..."
@@ -111,4 +163,16 @@ def read_policy_node_config(node: Node) -> PolicyNodeConfig:
     if len(set(names)) != len(names):
         raise ConfigError(f"parameter 'joint_names' has duplicates: {list(names)}")
     values["joint_names"] = names
+    cameras = tuple(values["cameras"])
+    topics = tuple(values["camera_topics"])
+    formats = tuple(values["camera_formats"]) or ("raw",) * len(cameras)
+    if topics and len(topics) != len(cameras):
+        raise ConfigError(f"parameter 'camera_topics' has {len(topics)} entries for {len(cameras)} cameras")
+    if len(formats) != len(cameras) or any(f not in ("raw", "compressed") for f in formats):
+        raise ConfigError(f"parameter 'camera_formats' must give 'raw' or 'compressed' for each of "
+                          f"{len(cameras)} cameras, got {list(formats)}")
+    if not topics:
+        topics = tuple(f"camera/{c}/{'compressed' if f == 'compressed' else 'image_raw'}"
+                       for c, f in zip(cameras, formats))
+    values |= {"cameras": cameras, "camera_topics": topics, "camera_formats": formats}
     return PolicyNodeConfig(**values)

@@ -1,41 +1,55 @@
-"""policy_node: joint states in, stamped action chunks out (ActionChunk + JointTrajectory).
+"""policy_node: cameras + joint states + instruction in, stamped action chunks out.
 
-Subscribes:  joint_states (sensor_msgs/JointState)
+Subscribes:  <camera_topics> (sensor_msgs/Image or CompressedImage, per camera_formats)
+             joint_states (sensor_msgs/JointState), instruction (std_msgs/String, latched)
 Publishes:   action_chunk (snapflow_interfaces/ActionChunk)
              joint_trajectory (trajectory_msgs/JointTrajectory, for joint_trajectory_controller)
-Topic names are relative: remap them or push the node into a namespace.
+             /diagnostics (diagnostic_msgs/DiagnosticArray)
+Services:    ~/hold (std_srvs/SetBool): true stops publishing at once, false resumes
+Callbacks only store messages; inference runs on one worker thread, woken by the chunk timer.
+Relative topic names: remap them or push the node into a namespace.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import deque
+from dataclasses import replace
+from pathlib import Path
 
+import numpy as np
 import rclpy
-from rclpy.executors import ExternalShutdownException
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
-from sensor_msgs.msg import JointState
+from sensor_msgs.msg import CompressedImage, Image, JointState
 from snapflow_interfaces.msg import ActionChunk as ActionChunkMsg
+from std_msgs.msg import String
+from std_srvs.srv import SetBool
 from trajectory_msgs.msg import JointTrajectory
 
-from snapflow_ros.errors import ConfigError, InputError
-from snapflow_ros.policy import ActionChunk, HoldPositionPolicy, Observation
-from snapflow_ros.ros.conversions import (
-    chunk_to_msg,
-    chunk_to_trajectory,
-    joint_positions,
-    time_to_ns,
-)
+from snapflow_ros.errors import ConfigError, InputError, SnapflowError
+from snapflow_ros.policy import ActionChunk, HoldPositionPolicy
+from snapflow_ros.policy.chunk_timing import blend_overlap, drop_stale
+from snapflow_ros.ros.conversions import chunk_to_msg, chunk_to_trajectory, joint_positions, time_to_ns
+from snapflow_ros.ros.diagnostics import node_status
 from snapflow_ros.ros.parameters import (
     POLICY_NODE_PARAMETERS,
     declare_parameters,
     read_policy_node_config,
 )
-from snapflow_ros.ros.qos import COMMAND_QOS, SENSOR_QOS
+from snapflow_ros.ros.qos import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
+from snapflow_ros.runtime.serving import PolicySlot, load_served_policy
+from snapflow_ros.sensors.assembly import HoldError, ObservationAssembler
+from snapflow_ros.sensors.images import decode_compressed, decode_raw
+
+RELOAD_PARAMETERS = ("checkpoint", "backend", "denoising_steps")
 
 
 class PolicyNode(Node):
-    """Publishes one action chunk per period from the newest fresh, valid joint state."""
-
     def __init__(self, **kwargs) -> None:
         super().__init__("policy_node", **kwargs)
         try:
@@ -46,90 +60,197 @@ class PolicyNode(Node):
 
     def _configure(self) -> None:
         declare_parameters(self, POLICY_NODE_PARAMETERS)
-        self.config = read_policy_node_config(self)
-        if self.config.checkpoint:
-            raise ConfigError(
-                f"checkpoint '{self.config.checkpoint}': this version serves only the built-in "
-                "hold-position policy; leave 'checkpoint' empty"
-            )
-        self.policy = HoldPositionPolicy(len(self.config.joint_names), self.config.action_horizon)
-        self.hold_reason = "waiting for joint_states"
-        self._latest_joint_state: JointState | None = None
+        self.config = c = read_policy_node_config(self)
+        self.slot = PolicySlot(self._load(c.checkpoint, c.backend, c.denoising_steps))
+        self.assembler = ObservationAssembler(c.cameras, c.joint_names, c.max_input_age,
+                                              instruction=c.instruction)
+        self.hold_reason = "waiting for inputs"
+        self.held = False
+        self.latencies_ms: deque[float] = deque(maxlen=200)
+        self.counters = {"chunks_published": 0, "frames_received": 0, "frames_rejected": 0,
+                         "swaps": 0, "swap_failures": 0}
+        self._previous: tuple[str, np.ndarray, int] | None = None  # policy id, actions, start
         self._sequence = 0
 
-        self.create_subscription(JointState, "joint_states", self.joint_state_callback, SENSOR_QOS)
+        sensors = ReentrantCallbackGroup()
+        for camera, topic, fmt in zip(c.cameras, c.camera_topics, c.camera_formats):
+            message_type = CompressedImage if fmt == "compressed" else Image
+            self.create_subscription(message_type, topic, self._image_callback(camera, topic), SENSOR_QOS,
+                                     callback_group=sensors)
+        self.create_subscription(JointState, "joint_states", self.joint_state_callback, SENSOR_QOS,
+                                 callback_group=sensors)
+        self.create_subscription(String, "instruction", self.instruction_callback, LATCHED_QOS,
+                                 callback_group=sensors)
         self.chunk_publisher = self.create_publisher(ActionChunkMsg, "action_chunk", COMMAND_QOS)
-        self.trajectory_publisher = self.create_publisher(
-            JointTrajectory, "joint_trajectory", COMMAND_QOS
-        )
-        self.create_timer(1.0 / self.config.chunk_rate_hz, self.chunk_timer_callback)
-        self.get_logger().info(
-            f"serving {self.policy.policy_id} for joints {list(self.config.joint_names)} "
-            f"at {self.config.chunk_rate_hz:g} Hz"
-        )
+        self.trajectory_publisher = self.create_publisher(JointTrajectory, "joint_trajectory", COMMAND_QOS)
+        self.diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_service(SetBool, "~/hold", self.hold_callback,
+                            callback_group=MutuallyExclusiveCallbackGroup())
+        self.add_on_set_parameters_callback(self.parameters_callback)
+        self._tick = threading.Event()
+        self._stop = threading.Event()
+        self.create_timer(1.0 / c.chunk_rate_hz, self._tick.set)
+        self.create_timer(1.0, self.publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
+        self._worker = threading.Thread(target=self._work, name="policy_worker", daemon=True)
+        self._worker.start()
+        self.get_logger().info(f"serving {self.slot.policy.policy_id} for joints {list(c.joint_names)}, "
+                               f"cameras {list(c.cameras)} at {c.chunk_rate_hz:g} Hz")
+
+    # --- loading and hot swap ---------------------------------------------------------------
+    def _load(self, checkpoint: str, backend: str, steps: int):
+        c = self.config
+        if not checkpoint:
+            return HoldPositionPolicy(len(c.joint_names), c.action_horizon)
+        policy = load_served_policy(Path(checkpoint), backend, c.device, steps)
+        if policy.action_dim != len(c.joint_names):
+            raise ConfigError(f"{checkpoint}: policy has {policy.action_dim} action dims, joint_names "
+                              f"lists {len(c.joint_names)}")
+        missing = [cam for cam in policy.cameras if cam not in c.cameras]
+        if missing:
+            raise ConfigError(f"{checkpoint}: policy needs cameras {missing}, not in 'cameras' {list(c.cameras)}")
+        return policy
+
+    def parameters_callback(self, parameters) -> SetParametersResult:
+        changes = {p.name: p.value for p in parameters}
+        if any(name in changes for name in RELOAD_PARAMETERS):
+            c = self.config
+            target = {name: changes.get(name, getattr(c, name)) for name in RELOAD_PARAMETERS}
+            try:  # the worker keeps serving the old policy meanwhile
+                policy = self._load(target["checkpoint"], target["backend"], target["denoising_steps"])
+            except (SnapflowError, OSError) as error:
+                self.counters["swap_failures"] += 1
+                self.get_logger().error(f"policy swap refused, still serving {self.slot.policy.policy_id}: {error}")
+                return SetParametersResult(successful=False, reason=str(error))
+            previous = self.slot.swap(policy)  # between chunks: the worker takes one reference per chunk
+            self.counters["swaps"] += 1
+            self.get_logger().info(f"swapped {previous.policy_id} -> {policy.policy_id}")
+        if "max_input_age" in changes:
+            self.assembler.max_age_s = changes["max_input_age"]
+        if "instruction" in changes:
+            self.assembler.set_instruction(changes["instruction"])
+        known = {k: v for k, v in changes.items() if hasattr(self.config, k)}
+        self.config = replace(self.config, **known)
+        return SetParametersResult(successful=True)
+
+    # --- callbacks: store only ------------------------------------------------------------------
+    def _image_callback(self, camera: str, topic: str):
+        def callback(msg) -> None:
+            self.counters["frames_received"] += 1
+            try:
+                if isinstance(msg, CompressedImage):
+                    rgb = decode_compressed(msg.format, msg.data, topic)
+                else:
+                    rgb = decode_raw(msg.encoding, msg.height, msg.width, msg.step, msg.data, topic)
+            except InputError as error:
+                self.counters["frames_rejected"] += 1
+                self.assembler.invalidate(f"camera:{camera}", time_to_ns(msg.header.stamp), str(error))
+                return
+            self.assembler.update_image(camera, time_to_ns(msg.header.stamp), rgb)
+        return callback
 
     def joint_state_callback(self, msg: JointState) -> None:
-        self._latest_joint_state = msg  # callbacks only store; the timer does the work
-
-    def chunk_timer_callback(self) -> None:
         try:
-            observation = self._observation()
+            positions = joint_positions(msg, self.config.joint_names)
         except InputError as error:
+            self.assembler.invalidate("joint_states", time_to_ns(msg.header.stamp), str(error))
+            return
+        self.assembler.update_joints(time_to_ns(msg.header.stamp), positions)
+
+    def instruction_callback(self, msg: String) -> None:
+        self.assembler.set_instruction(msg.data)
+
+    def hold_callback(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        self.held = request.data
+        response.success = True
+        response.message = "holding: no chunks are published" if self.held else "publishing"
+        self.get_logger().info(response.message)
+        return response
+
+    # --- the worker: one chunk per tick ---------------------------------------------------------
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            if self._tick.wait(timeout=0.2):
+                self._tick.clear()
+                try:
+                    self.compute_and_publish()
+                except Exception as error:  # never let the worker die silently
+                    self._hold(f"inference failed: {type(error).__name__}: {error}")
+
+    def compute_and_publish(self) -> None:
+        if self.held:
+            return
+        policy = self.slot.policy  # one policy for the whole chunk
+        c = self.config
+        try:
+            observation = self.assembler.assemble(self.get_clock().now().nanoseconds)
+        except HoldError as error:
             self._hold(str(error))
             return
         started = time.perf_counter()
-        actions = self.policy.predict(observation)
+        actions = policy.predict(observation, seed=self._sequence)
         latency = time.perf_counter() - started
-        chunk = ActionChunk(
-            actions=actions,
-            joint_names=self.config.joint_names,
-            dt_s=self.config.action_dt,
-            policy_id=self.policy.policy_id,
-            denoising_steps=self.policy.denoising_steps,
-            observation_stamp_ns=observation.stamp_ns,
-            start_ns=self.get_clock().now().nanoseconds,
-            inference_latency_s=latency,
-            sequence=self._sequence,
-        )
-        self.chunk_publisher.publish(chunk_to_msg(chunk))
-        self.trajectory_publisher.publish(chunk_to_trajectory(chunk))
-        self._sequence += 1
+        if actions.shape != (actions.shape[0], len(c.joint_names)) or not np.all(np.isfinite(actions)):
+            self._hold(f"policy {policy.policy_id} returned invalid actions {actions.shape}")
+            return
+        now_ns = self.get_clock().now().nanoseconds
+        start_ns = observation.stamp_ns
+        if c.drop_stale_actions:
+            actions, start_ns = drop_stale(actions, observation.stamp_ns, c.action_dt, now_ns)
+        if c.blend_decay > 0 and self._previous and self._previous[0] == policy.policy_id:
+            actions = blend_overlap(self._previous[1], self._previous[2], actions, start_ns, c.action_dt,
+                                    c.blend_decay)
+        if self.held:  # hold may have arrived during inference
+            return
+        chunk = ActionChunk(actions=actions.astype(np.float32), joint_names=c.joint_names, dt_s=c.action_dt,
+                            policy_id=policy.policy_id, denoising_steps=policy.steps,
+                            observation_stamp_ns=observation.stamp_ns, start_ns=start_ns,
+                            inference_latency_s=latency, sequence=self._sequence)
         if self.hold_reason:
             self.get_logger().info("inputs valid: publishing chunks")
             self.hold_reason = ""
-
-    def _observation(self) -> Observation:
-        msg = self._latest_joint_state
-        if msg is None:
-            raise InputError("no message on joint_states yet")
-        stamp_ns = time_to_ns(msg.header.stamp)
-        age = (self.get_clock().now().nanoseconds - stamp_ns) * 1e-9
-        if age > self.config.max_input_age:
-            raise InputError(
-                f"joint_states is stale: stamp is {age:.3f} s old "
-                f"(max_input_age {self.config.max_input_age:g} s)"
-            )
-        return Observation(state=joint_positions(msg, self.config.joint_names), stamp_ns=stamp_ns)
+        self.chunk_publisher.publish(chunk_to_msg(chunk))
+        self.trajectory_publisher.publish(chunk_to_trajectory(chunk))
+        self._previous = (policy.policy_id, actions, start_ns)
+        self._sequence += 1
+        self.counters["chunks_published"] += 1
+        self.latencies_ms.append(latency * 1e3)
 
     def _hold(self, reason: str) -> None:
         if reason != self.hold_reason:
             self.get_logger().warning(f"holding (no chunk published): {reason}")
         self.hold_reason = reason
 
+    def publish_diagnostics(self) -> None:
+        status = node_status(self.get_fully_qualified_name(), self.slot.policy, self.config.backend,
+                             self.hold_reason, self.held, list(self.latencies_ms),
+                             self.assembler.ages_s(self.get_clock().now().nanoseconds), self.counters)
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.diagnostics_publisher.publish(array)
+
+    def destroy_node(self) -> None:
+        if hasattr(self, "_stop"):
+            self._stop.set()
+            self._worker.join(timeout=5.0)
+        super().destroy_node()
+
 
 def main(args: list[str] | None = None) -> None:
     rclpy.init(args=args)
     node = None
+    executor = MultiThreadedExecutor(num_threads=4)
     try:
         node = PolicyNode()
-        rclpy.spin(node)
+        executor.add_node(node)
+        executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except ConfigError as error:
-        # A bad configuration is the user's to fix: say what, without a traceback.
-        print(f"policy_node: configuration error: {error}", flush=True)
+    except (ConfigError, SnapflowError) as error:
+        # A bad configuration or checkpoint is the user's to fix: say what, without a traceback.
+        print(f"policy_node: error: {error}", flush=True)
         raise SystemExit(2) from None
     finally:
+        executor.shutdown()
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

@@ -37,8 +37,7 @@ class ServedPolicy:
 
     def predict(self, observation: Observation, seed: int = 0) -> np.ndarray:
         """(chunk_size, action_dim) actions in robot units for one observation."""
-        batch = RawBatch(images={c: torch.from_numpy(np.ascontiguousarray(observation.images[c]))[None]
-                                 for c in self.cameras},
+        batch = RawBatch(images={c: torch.tensor(observation.images[c])[None] for c in self.cameras},
                          instruction=[observation.instruction],
                          state=torch.as_tensor(observation.state, dtype=torch.float32)[None])
         noise = torch.randn(1, self.backend.chunk_size, self.backend.noise_dim,

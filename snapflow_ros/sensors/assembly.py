@@ -45,6 +45,12 @@ class ObservationAssembler:
         with self._lock:
             self._latest["joint_states"] = _Stamped(stamp_ns, positions)
 
+    def invalidate(self, name: str, stamp_ns: int, reason: str) -> None:
+        """The newest message of `name` ("camera:<c>" or "joint_states") was unusable: hold until a
+        valid one replaces it, rather than falling back to an older one."""
+        with self._lock:
+            self._latest[name] = _Stamped(stamp_ns, InputError(reason))
+
     def set_instruction(self, text: str) -> None:
         with self._lock:
             self.instruction = text
@@ -62,6 +68,8 @@ class ObservationAssembler:
         if missing:
             raise HoldError(f"no message yet on {missing}")
         for name in names:
+            if isinstance(latest[name].value, InputError):
+                raise HoldError(str(latest[name].value))
             age = (now_ns - latest[name].stamp_ns) * 1e-9
             if age > self.max_age_s:
                 raise HoldError(f"{name} is stale: {age:.3f} s old (max {self.max_age_s:g} s)")
