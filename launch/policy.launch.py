@@ -22,11 +22,15 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("params_file", default_value=default_params,
                               description="YAML file with the policy_node parameters"),
         DeclareLaunchArgument("checkpoint", default_value="",
-                              description="Policy checkpoint directory (empty: built-in)"),
+                              description="Policy checkpoint or export directory (empty: params file)"),
+        DeclareLaunchArgument("backend", default_value="",
+                              description="torch or onnxruntime (empty: params file)"),
         DeclareLaunchArgument("namespace", default_value="",
                               description="Namespace of the node and its relative topics"),
         DeclareLaunchArgument("joint_states_topic", default_value="joint_states",
                               description="sensor_msgs/JointState input"),
+        DeclareLaunchArgument("instruction_topic", default_value="instruction",
+                              description="std_msgs/String task instruction input (latched)"),
         DeclareLaunchArgument("action_chunk_topic", default_value="action_chunk",
                               description="snapflow_interfaces/ActionChunk output"),
         DeclareLaunchArgument("trajectory_topic", default_value="joint_trajectory",
@@ -36,10 +40,13 @@ def generate_launch_description() -> LaunchDescription:
 
 
 def _policy_node(context) -> list[Node]:
-    parameters: list = [LaunchConfiguration("params_file").perform(context)]
-    checkpoint = LaunchConfiguration("checkpoint").perform(context)
-    if checkpoint:  # only a given checkpoint overrides the params file's
-        parameters.append({"checkpoint": checkpoint})
+    overrides = {
+        "checkpoint": LaunchConfiguration("checkpoint").perform(context),
+        "backend": LaunchConfiguration("backend").perform(context),
+    }
+    # Later entries win; only the arguments actually given override the params file.
+    parameters: list = [LaunchConfiguration("params_file").perform(context),
+                        {name: value for name, value in overrides.items() if value}]
     return [
         Node(
             package="snapflow_ros",
@@ -51,6 +58,7 @@ def _policy_node(context) -> list[Node]:
             parameters=parameters,
             remappings=[
                 ("joint_states", LaunchConfiguration("joint_states_topic")),
+                ("instruction", LaunchConfiguration("instruction_topic")),
                 ("action_chunk", LaunchConfiguration("action_chunk_topic")),
                 ("joint_trajectory", LaunchConfiguration("trajectory_topic")),
             ],

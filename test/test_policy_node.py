@@ -101,10 +101,13 @@ def test_chunks_follow_joint_states_by_name(ros):
 def test_invalid_joint_states_publish_nothing(ros, names, positions, age_s, reason):
     node = _policy_node(ros, max_input_age=0.5)
     probe = _Probe(ros)
-    # Long enough for several chunk periods at 20 Hz.
+    # Until the node has seen the bad input (discovery can take a while under load) ...
+    assert _feed_until(ros, probe, names, positions, lambda: reason in node.hold_reason, age_s=age_s,
+                       timeout_s=10.0)
+    # ... and then for several chunk periods at 20 Hz: nothing is published.
     assert not _feed_until(ros, probe, names, positions, lambda: probe.chunks, age_s=age_s, timeout_s=1.0)
     assert reason in node.hold_reason
-    assert not probe.trajectories
+    assert not probe.chunks and not probe.trajectories
 
 
 def test_publishing_resumes_when_inputs_become_valid(ros):
@@ -128,3 +131,13 @@ def test_missing_checkpoint_is_refused_at_start(ros, tmp_path):
 
     with pytest.raises(CheckpointError, match="config.json missing"):
         _policy_node(ros, checkpoint=str(tmp_path))
+
+
+def test_qos_is_configurable_through_standard_overrides(ros):
+    from rclpy.qos import ReliabilityPolicy
+
+    node = _policy_node(ros, **{"qos_overrides./joint_states.subscription.reliability": "reliable",
+                               "qos_overrides./action_chunk.publisher.depth": 3})
+    subscription = next(s for s in node.subscriptions if s.topic_name == "/joint_states")
+    assert subscription.qos_profile.reliability == ReliabilityPolicy.RELIABLE  # default is best effort
+    assert node.chunk_publisher.qos_profile.depth == 3

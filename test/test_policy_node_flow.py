@@ -115,6 +115,35 @@ def test_swap_to_a_corrupt_checkpoint_keeps_the_old_policy(ros, students, tmp_pa
     assert rig.node.counters["swap_failures"] == 1
 
 
+def test_swap_failing_during_load_reverts_the_parameter(ros, students, tmp_path):
+    import shutil
+
+    from rclpy.parameter import Parameter
+
+    broken = tmp_path / "broken"
+    shutil.copytree(students["b"], broken)
+    weights = (broken / "model.safetensors").read_bytes()
+    (broken / "model.safetensors").write_bytes(weights[: len(weights) // 3])  # passes the quick checks
+    rig = Rig(ros, students["a"])
+    assert rig.wait_chunks(2)
+    result = rig.node.set_parameters([Parameter("checkpoint", value=str(broken))])[0]
+    assert result.successful  # accepted; loading runs beside the serving policy
+    assert ros.spin_until(lambda: rig.node.counters["swap_failures"] == 1, 20.0)
+    assert ros.spin_until(lambda: rig.node.get_parameter("checkpoint").value == str(students["a"]), 5.0)
+    assert "model.safetensors: unreadable" in rig.node.last_swap_error
+    assert rig.wait_chunks(2)
+    assert {m.policy_id for _, m in rig.chunks} == {checkpoint_id(students["a"])}
+
+
+def test_watermark_requests_a_chunk_when_half_of_the_previous_one_ran(ros, students):
+    # 6 actions x 0.05 s = 0.3 s per chunk; watermark 0.5 -> a new chunk about every 0.15 s,
+    # although the trigger is checked at 20 Hz.
+    rig = Rig(ros, students["a"], watermark=0.5, chunk_rate_hz=20.0)
+    assert rig.wait_chunks(8)
+    gaps = np.diff([time_ for time_, _ in rig.chunks[2:]])
+    assert 0.12 < float(np.median(gaps)) < 0.25, gaps
+
+
 def test_hold_stops_output_within_one_period(ros, students):
     from std_srvs.srv import SetBool
 
@@ -156,3 +185,23 @@ def test_stale_or_nan_inputs_publish_nothing_and_say_why(ros, students, fault):
     status = next(s for s in reversed(statuses) if reason in s.message)
     values = {kv.key: kv.value for kv in status.values}
     assert values["policy_id"] == checkpoint_id(students["a"]) and "input_age_s.camera:wrist" in values
+
+
+@pytest.mark.slow
+def test_bench_node_reports_overhead_and_memory(students, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    report_path = tmp_path / "node.json"
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "snapflow"), "bench-node", str(students["a"]), "--joint-names", *JOINTS,
+         "--cameras", "front", "wrist", "--seconds", "4", "--json", str(report_path)],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(report_path.read_text())
+    assert report["chunks"] > 0 and report["chunks_missing_by_sequence"] == 0
+    assert report["frames_published_per_second"] > 20
+    for name in ("observation_to_chunk_received", "inference", "node_overhead"):
+        assert {"p50", "p95", "p99"} <= set(report["latency_ms"][name])
+    assert report["node_rss_mb"]["end"] > 0

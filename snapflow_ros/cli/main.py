@@ -27,6 +27,34 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(num_chunks=args.chunks, timeout_s=args.timeout, params_file=args.params_file)
 
 
+def _bench_node(args: argparse.Namespace) -> int:
+    from snapflow_ros.cli.options import write_json
+    from snapflow_ros.ros.node_bench import bench_node
+
+    checkpoint = args.checkpoint or _bench_node_policy(args)
+    report = bench_node(checkpoint, args.joint_names, args.cameras, args.seconds, args.chunk_rate_hz,
+                        args.camera_hz, args.image_size)
+    write_json(report, args.json)
+    return 0
+
+
+def _bench_node_policy(args: argparse.Namespace) -> Path:
+    """A built-in VLA shaped for the benchmark (its cameras and joints), one-step like a student;
+    latency does not depend on what the weights learned."""
+    import torch
+
+    from snapflow_ros.families.builtin import BuiltinVLA, BuiltinVLAConfig
+    from snapflow_ros.policy.checkpoint import save_policy
+
+    torch.manual_seed(0)
+    n = len(args.joint_names)
+    policy = BuiltinVLA(BuiltinVLAConfig(cameras=tuple(args.cameras), state_dim=n, action_dim=n, chunk_size=10,
+                                         joint_names=tuple(args.joint_names)))
+    with torch.no_grad():
+        policy.target_time.linear_out.weight.normal_(0, 0.1)
+    return save_policy(policy, args.json.parent / "policy")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="snapflow", description="One-step flow-matching policies for ROS 2 (SnapFlow)."
@@ -54,6 +82,25 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--params-file", type=_existing_file, default=None,
                       help="policy_node parameters (default: the installed config/policy_node.yaml)")
     demo.set_defaults(run=_demo)
+
+    bench = commands.add_parser(
+        "bench-node", help="benchmark the node: overhead over inference, sustained 30 Hz cameras",
+        description="Run policy_node on CHECKPOINT with fake cameras and joint states in one process "
+        "(isolated localhost domain) and report observation->chunk latency minus the inference "
+        "latency of the same chunks, chunk rate, frame rate and memory over the run, as JSON.")
+    bench.add_argument("checkpoint", type=Path, nargs="?", default=None,
+                       help="checkpoint the node serves (cameras and joints must match the flags); default: "
+                       "a built-in VLA made for them next to --json")
+    bench.add_argument("--joint-names", nargs="+", default=["j1", "j2", "j3", "j4", "j5", "j6", "gripper"],
+                       help="joints of the policy's actions, in order (default: j1..j6 gripper)")
+    bench.add_argument("--cameras", nargs="+", default=["front", "left", "right"], help="camera names (default: 3)")
+    bench.add_argument("--seconds", type=float, default=30.0, help="measured duration (default: 30)")
+    bench.add_argument("--chunk-rate-hz", type=float, default=10.0, help="node chunk rate (default: 10)")
+    bench.add_argument("--camera-hz", type=float, default=30.0, help="rate of each fake camera (default: 30)")
+    bench.add_argument("--image-size", type=int, default=96, help="fake camera image side in pixels (default: 96)")
+    bench.add_argument("--json", type=Path, default=Path("runs/bench-node/report.json"),
+                       help="report file (default: runs/bench-node/report.json)")
+    bench.set_defaults(run=_bench_node)
 
     from snapflow_ros.cli import deploy, lerobot, training
 

@@ -89,6 +89,12 @@ POLICY_NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
         read_only=True,
     ),
     ParameterSpec(
+        "watermark", Parameter.Type.DOUBLE, 0.0,
+        "0: a chunk every 1/chunk_rate_hz. In (0, 1]: on demand, checked at chunk_rate_hz: a new "
+        "chunk once this fraction of the previous chunk's duration has been executed.",
+        range=(0.0, 1.0),
+    ),
+    ParameterSpec(
         "action_horizon", Parameter.Type.INTEGER, 10,
         "Actions per chunk of the built-in hold-position policy.", range=(1, 1000),
         read_only=True,
@@ -129,6 +135,7 @@ class PolicyNodeConfig:
     camera_formats: tuple[str, ...]
     instruction: str
     chunk_rate_hz: float
+    watermark: float
     action_horizon: int
     action_dt: float
     max_input_age: float

@@ -45,6 +45,21 @@ class ServedPolicy:
         return self.backend.sample(batch, noise, self.steps)[0].numpy()
 
 
+def check_policy_source(source: str, backend: str) -> None:
+    """The cheap checks of load_served_policy (files present, config readable), for answering a
+    parameter change at once; the full load still validates everything."""
+    from snapflow_ros.policy.checkpoint import read_config
+
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend '{backend}' unknown; use one of {list(BACKENDS)}")
+    if not source:
+        return  # the built-in hold-position policy
+    if backend == "onnxruntime":
+        Manifest.read(Path(source))
+    else:
+        read_config(Path(source))
+
+
 def load_served_policy(source: Path, backend: str = "torch", device: str = "cpu",
                        steps: int = 0) -> ServedPolicy:
     """A checkpoint (torch) or an export directory (onnxruntime), warmed up and checked.

@@ -1,0 +1,114 @@
+"""`snapflow bench-node`: what the node adds on top of inference, and whether it keeps up.
+
+policy_node in its own process serving a checkpoint; in this process, on an isolated localhost
+domain, three fake cameras at 30 Hz, joint states at 100 Hz and a listener. For every
+chunk: observation stamp -> chunk received, minus the inference latency the node measured for
+that chunk (same run). Over the run: chunks per second, missing sequence numbers and the node
+process's RSS sampled from start to end.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from rclpy.node import Node
+from snapflow_interfaces.msg import ActionChunk as ActionChunkMsg
+
+from snapflow_ros.ros.conversions import duration_to_seconds, time_to_ns
+from snapflow_ros.ros.fake_sensors import FakeCameraPublisher, FakeJointStatePublisher
+from snapflow_ros.ros.isolation import isolated_ros_env
+from snapflow_ros.ros.qos import COMMAND_QOS
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    return {f"p{q}": float(np.percentile(values, q)) for q in (50, 95, 99)} if values else {}
+
+
+def bench_node(checkpoint: Path, joint_names: list[str], cameras: list[str], seconds: float,
+               chunk_rate_hz: float, camera_hz: float = 30.0, image_size: int = 96) -> dict:
+    import subprocess
+    import sys
+    import tempfile
+
+    import yaml
+    from rclpy.executors import SingleThreadedExecutor
+
+    os.environ.update(isolated_ros_env())
+    params = {"checkpoint": str(checkpoint), "joint_names": joint_names, "cameras": cameras,
+              "instruction": "stack the blocks", "chunk_rate_hz": chunk_rate_hz, "drop_stale_actions": False}
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as params_file:
+        yaml.safe_dump({"/**": {"ros__parameters": params}}, params_file)
+    # The node in its own process, as on a robot; sensors and listener here.
+    node_process = subprocess.Popen([sys.executable, "-m", "snapflow_ros.ros.policy_node", "--ros-args",
+                                     "--params-file", params_file.name, "--log-level", "warn"])
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    executor = SingleThreadedExecutor(context=context)
+    nodes: list[Node] = [FakeJointStatePublisher(joint_names, rate_hz=100.0, context=context)]
+    nodes += [FakeCameraPublisher(f"camera/{c}/image_raw", "rgb8", camera_hz, image_size, context=context)
+              for c in cameras]
+    listener = Node("bench_listener", context=context)
+    nodes.append(listener)
+    received: list[tuple[int, ActionChunkMsg]] = []
+    listener.create_subscription(
+        ActionChunkMsg, "action_chunk",
+        lambda m: received.append((listener.get_clock().now().nanoseconds, m)), COMMAND_QOS)
+    for n in nodes:
+        executor.add_node(n)
+
+    def spin_for(duration: float) -> None:
+        end = time.monotonic() + duration
+        while time.monotonic() < end:
+            executor.spin_once(timeout_sec=0.01)
+
+    try:
+        deadline = time.monotonic() + 60.0  # model loading and discovery
+        while not received and time.monotonic() < deadline and node_process.poll() is None:
+            spin_for(0.2)
+        if not received:
+            raise RuntimeError(f"policy_node published nothing (exit code {node_process.poll()})")
+        start_count, start_rss = len(received), _rss_mb(node_process.pid)
+        frames_start = sum(c.frames for c in nodes[1:-1])
+        samples = []
+        started = time.monotonic()
+        while time.monotonic() - started < seconds:
+            spin_for(min(1.0, seconds / 10))
+            samples.append(_rss_mb(node_process.pid))
+        elapsed = time.monotonic() - started
+        frames = sum(c.frames for c in nodes[1:-1]) - frames_start
+        window = received[start_count:]
+    finally:
+        node_process.terminate()
+        node_process.wait(timeout=10)
+        executor.shutdown()
+        for n in nodes:
+            n.destroy_node()
+        context.try_shutdown()
+        os.unlink(params_file.name)
+    end_to_end = [(arrival - time_to_ns(m.observation_stamp)) * 1e-6 for arrival, m in window]
+    inference = [duration_to_seconds(m.inference_latency) * 1e3 for _, m in window]
+    overhead = [e - i for e, i in zip(end_to_end, inference)]
+    sequences = [m.sequence for _, m in window]
+    return {
+        "checkpoint": str(checkpoint), "cameras": len(cameras), "camera_hz": camera_hz,
+        "image_size": image_size, "chunk_rate_hz": chunk_rate_hz, "seconds": elapsed,
+        "chunks": len(window), "chunks_per_second": len(window) / elapsed,
+        "chunks_missing_by_sequence": (sequences[-1] - sequences[0] + 1 - len(sequences)) if sequences else 0,
+        "frames_published_per_second": frames / elapsed,
+        "latency_ms": {"observation_to_chunk_received": _percentiles(end_to_end),
+                       "inference": _percentiles(inference), "node_overhead": _percentiles(overhead)},
+        "node_rss_mb": {"start": start_rss, "end": samples[-1] if samples else start_rss,
+                        "max": max(samples, default=start_rss)},
+        "note": "node_overhead = observation stamp -> chunk received, minus the node's inference latency "
+                "for that chunk; it includes the wait for the next chunk tick (up to 1/chunk_rate_hz), the "
+                "age of the newest frame and transport",
+    }
