@@ -64,3 +64,27 @@ def ros() -> Iterator[RosHarness]:
         yield harness
     finally:
         harness.close()
+
+
+def save_small_student(directory: Path, seed: int = 0, **config) -> Path:
+    """A small built-in policy saved as a checkpoint, its phi non-zero as after distillation.
+
+    Without config: shaped for the synthetic task, normalisation fitted on its data.
+    """
+    import torch
+
+    from snapflow_distill.synthetic import make_dataset, task_config
+    from snapflow_ros.families.builtin import BuiltinVLA, BuiltinVLAConfig
+    from snapflow_ros.policy.checkpoint import save_policy
+
+    torch.manual_seed(seed)
+    if config:
+        policy = BuiltinVLA(BuiltinVLAConfig(**config))
+    else:
+        data = make_dataset(64, seed=1)[0]
+        policy = BuiltinVLA(task_config(width=32, num_layers=2))
+        policy.state_normalizer.fit(data.states)
+        policy.action_normalizer.fit(data.actions)
+    with torch.no_grad():
+        policy.target_time.linear_out.weight.normal_(0, 0.3)
+    return save_policy(policy, directory)

@@ -12,29 +12,22 @@ from pathlib import Path
 import pytest
 import torch
 
-from snapflow_distill.synthetic import make_dataset, task_config
+from snapflow_distill.synthetic import make_dataset
 from snapflow_ros.errors import CheckpointError
 from snapflow_ros.export.manifest import Manifest
 from snapflow_ros.export.onnx_export import ExportError, export_policy
 from snapflow_ros.export.validate import validate_export
-from snapflow_ros.families.builtin import BuiltinVLA
 from snapflow_ros.policy.checkpoint import load_policy, save_policy
 from snapflow_ros.runtime.backends import OnnxRuntimeBackend, TorchBackend
+
+from conftest import save_small_student
 
 SNAPFLOW = str(Path(sys.executable).parent / "snapflow")
 
 
 @pytest.fixture(scope="module")
 def builtin_student(tmp_path_factory) -> Path:
-    """A small built-in policy whose phi is non-zero, as after distillation."""
-    data = make_dataset(64, seed=1)[0]
-    torch.manual_seed(0)
-    policy = BuiltinVLA(task_config(width=32, num_layers=2))
-    policy.state_normalizer.fit(data.states)
-    policy.action_normalizer.fit(data.actions)
-    with torch.no_grad():
-        policy.target_time.linear_out.weight.normal_(0, 0.3)
-    return save_policy(policy, tmp_path_factory.mktemp("builtin") / "student")
+    return save_small_student(tmp_path_factory.mktemp("builtin") / "student")
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from snapflow_ros.families.builtin import BuiltinVLA, BuiltinVLAConfig
-from snapflow_ros.policy.checkpoint import checkpoint_id, save_policy
+from snapflow_ros.policy.checkpoint import checkpoint_id
+
+from conftest import save_small_student
 
 pytestmark = pytest.mark.ros
 
@@ -21,12 +21,8 @@ RATE_HZ = 10.0
 
 
 def _student(directory: Path, seed: int) -> Path:
-    torch.manual_seed(seed)
-    policy = BuiltinVLA(BuiltinVLAConfig(cameras=("front", "wrist"), state_dim=3, action_dim=3, chunk_size=6,
-                                         width=32, num_heads=4, num_layers=1, joint_names=tuple(JOINTS)))
-    with torch.no_grad():
-        policy.target_time.linear_out.weight.normal_(0, 0.3)
-    return save_policy(policy, directory)
+    return save_small_student(directory, seed, cameras=("front", "wrist"), state_dim=3, action_dim=3,
+                              chunk_size=6, width=32, num_heads=4, num_layers=1, joint_names=tuple(JOINTS))
 
 
 @pytest.fixture(scope="module")

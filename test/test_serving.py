@@ -7,27 +7,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from snapflow_distill.synthetic import make_dataset, task_config
 from snapflow_ros.errors import CheckpointError, ConfigError
 from snapflow_ros.export.onnx_export import export_policy
-from snapflow_ros.families.builtin import BuiltinVLA
-from snapflow_ros.policy.checkpoint import save_policy
 from snapflow_ros.policy.observation import Observation
 from snapflow_ros.runtime.serving import PolicySlot, load_served_policy
+
+from conftest import save_small_student
 
 
 @pytest.fixture(scope="module")
 def student(tmp_path_factory) -> Path:
-    data = make_dataset(32, seed=4)[0]
-    torch.manual_seed(0)
-    policy = BuiltinVLA(task_config(width=32, num_layers=1))
-    policy.state_normalizer.fit(data.states)
-    policy.action_normalizer.fit(data.actions)
-    with torch.no_grad():
-        policy.target_time.linear_out.weight.normal_(0, 0.3)
-    return save_policy(policy, tmp_path_factory.mktemp("serve") / "student")
+    return save_small_student(tmp_path_factory.mktemp("serve") / "student")
 
 
 def _observation() -> Observation:
