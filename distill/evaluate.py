@@ -58,7 +58,7 @@ def evaluate(candidates: list[Candidate], reference: Candidate, dataset: InMemor
     latencies = latency_ms(candidates, batch, latency_repeats)
     results = {}
     for c in candidates:
-        actions = sample_chunks(c.policy, batch, c.steps, noise)
+        actions = reference_actions if c == reference else sample_chunks(c.policy, batch, c.steps, noise)
         mse_gt, cos_gt = _mse_cos(actions, batch["actions"])
         mse_ref, cos_ref = _mse_cos(actions, reference_actions)
         results[c.name] = {

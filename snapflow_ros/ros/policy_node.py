@@ -23,7 +23,6 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -80,29 +79,27 @@ class PolicyNode(Node):
         self._previous: tuple[str, np.ndarray, int] | None = None  # policy id, actions, start
         self._sequence = 0
 
-        sensors = ReentrantCallbackGroup()
         # QoS is set per topic the ROS way: qos_overrides.<topic>.<entity>.<policy> parameters.
         overridable = {"qos_overriding_options": QoSOverridingOptions.with_default_policies()}
         for camera, topic, fmt in zip(c.cameras, c.camera_topics, c.camera_formats):
             message_type = CompressedImage if fmt == "compressed" else Image
             self.create_subscription(message_type, topic, self._image_callback(camera, topic), SENSOR_QOS,
-                                     callback_group=sensors, **overridable)
+                                     **overridable)
         self.create_subscription(JointState, "joint_states", self.joint_state_callback, SENSOR_QOS,
-                                 callback_group=sensors, **overridable)
+                                 **overridable)
         self.create_subscription(String, "instruction", self.instruction_callback, LATCHED_QOS,
-                                 callback_group=sensors, **overridable)
+                                 **overridable)
         self.chunk_publisher = self.create_publisher(ActionChunkMsg, "action_chunk", COMMAND_QOS, **overridable)
         self.trajectory_publisher = self.create_publisher(JointTrajectory, "joint_trajectory", COMMAND_QOS,
                                                           **overridable)
         self.diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_service(SetBool, "~/hold", self.hold_callback,
-                            callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_service(SetBool, "~/hold", self.hold_callback)
         self.add_on_set_parameters_callback(self.parameters_callback)
         self.add_post_set_parameters_callback(self.committed_parameters_callback)
         self._tick = threading.Event()
         self._stop = threading.Event()
         self.create_timer(1.0 / c.chunk_rate_hz, self._tick.set)
-        self.create_timer(1.0, self.publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_timer(1.0, self.publish_diagnostics)
         self._worker = threading.Thread(target=self._work, name="policy_worker", daemon=True)
         self._worker.start()
         self.get_logger().info(f"serving {self.slot.policy.policy_id} for joints {list(c.joint_names)}, "
