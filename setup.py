@@ -35,6 +35,7 @@ setup(
     entry_points={
         "console_scripts": [
             "policy_node = snapflow_ros.ros.policy_node:main",
+            "distillation_server = snapflow_ros.ros.distillation_server:main",
             "snapflow = snapflow_ros.cli.main:main",
         ],
     },

@@ -92,6 +92,8 @@ def collate(samples: list[ChunkSample]) -> RawBatch:
 
 
 def fetch_batch(dataset: ChunkDataset, index: torch.Tensor) -> RawBatch:
-    if isinstance(dataset, InMemoryChunkDataset):
-        return dataset.batch(index)
+    """Datasets held in memory batch themselves (vectorised); others collate sample by sample."""
+    batch = getattr(dataset, "batch", None)
+    if batch is not None:
+        return batch(index)
     return collate([dataset[i] for i in index.tolist()])

@@ -15,3 +15,7 @@ class InputError(SnapflowError, ValueError):
 
 class CheckpointError(SnapflowError):
     """A checkpoint is missing, unreadable or does not match what loads it."""
+
+
+class BagError(InputError):
+    """A bag cannot be read or lacks what the dataset configuration asks for; names bag, topic, field."""

@@ -7,7 +7,9 @@ only distil.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from snapflow_ros import __version__
@@ -102,9 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="report file (default: runs/bench-node/report.json)")
     bench.set_defaults(run=_bench_node)
 
-    from snapflow_ros.cli import deploy, lerobot, training
+    from snapflow_ros.cli import bags, deploy, lerobot, training
 
-    for module in (training, lerobot, deploy):
+    for module in (training, bags, lerobot, deploy):
         module.add_commands(commands)
     return parser
 
@@ -116,8 +118,16 @@ def _existing_file(value: str) -> Path:
     return path
 
 
+def _terminate(signum, frame) -> None:
+    # SIGTERM (a cancelled job, a stopped service) unwinds like Ctrl-C: temporary checkpoint
+    # directories are removed and nothing half-written is left behind.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         result = args.run(args)
     except SnapflowError as error:

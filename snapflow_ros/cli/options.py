@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -16,8 +16,12 @@ from snapflow_ros.errors import ConfigError
 TASKS = ("synthetic-detour",)
 
 
-def progress(label: str):
+def progress(label: str, fmt: str = "text"):
+    """Progress lines on stderr; fmt json: one JSON object per line on stdout (for job servers)."""
     def report(p) -> None:
+        if fmt == "json":
+            print(json.dumps({"event": "progress", **asdict(p)}), flush=True)
+            return
         print(f"{label}: step {p.step}/{p.total_steps} loss {p.loss:.4f} (fm {p.loss_flow_matching:.4f}, "
               f"consistency {p.loss_consistency:.4f}) {p.steps_per_second:.1f} steps/s "
               f"eta {p.eta_seconds:.0f}s", file=sys.stderr, flush=True)
@@ -27,7 +31,7 @@ def progress(label: str):
 @dataclass
 class TaskData:
     train: object                       # a ChunkDataset
-    held_out: object                    # an InMemoryChunkDataset
+    held_out: object                    # a dataset with .batch(index); None when nothing is held out
     frames: tuple[torch.Tensor, torch.Tensor]  # (states, actions) for normalisation statistics
     config: dict                        # BuiltinVLAConfig fields the data decides
     metrics: Callable | None = None     # task-specific metrics(actions, batch) -> dict
@@ -35,7 +39,9 @@ class TaskData:
 
 
 def task_data(args: argparse.Namespace, chunk_size: int) -> TaskData:
-    """The synthetic task, or a local LeRobot v3 dataset when --dataset is given."""
+    """The synthetic task, a local LeRobot v3 dataset (--dataset) or ROS 2 bags (--bags)."""
+    if args.bags:
+        return bag_data(args, chunk_size)
     if args.dataset is not None:
         from snapflow_distill.lerobot_data import LeRobotChunkDataset, Subset
 
@@ -68,6 +74,42 @@ def task_data(args: argparse.Namespace, chunk_size: int) -> TaskData:
                     {"chunk_size": chunk_size}, metrics,
                     {"task": args.task, "data_seed": args.data_seed, "train_samples": len(train),
                      "held_out_samples": len(held_out)})
+
+
+def bag_data(args: argparse.Namespace, chunk_size: int) -> TaskData:
+    from snapflow_ros.bags.config import BagDatasetConfig
+    from snapflow_ros.bags.dataset import load_bag_dataset
+
+    if args.bag_config is None:
+        raise ConfigError("--bags needs --bag-config: the YAML mapping bag topics to policy inputs "
+                          "(see config/bag_dataset.yaml)")
+    config = BagDatasetConfig.from_yaml(args.bag_config)
+    data = load_bag_dataset(args.bags, config, chunk_size)
+    if args.holdout_episodes:
+        train, held = data.episode_split(args.holdout_episodes)
+        held_out = held.materialize()
+    else:
+        train, held_out = data, None
+    description = {"bags": [str(b) for b in args.bags], "bag_config": config.to_dict(),
+                   "train_samples": len(train), "held_out_samples": len(held_out) if held_out else 0,
+                   "bag_report": data.report}
+    model = {"state_dim": len(config.joint_names), "action_dim": len(config.actions),
+             "cameras": tuple(config.cameras), "chunk_size": chunk_size, "joint_names": config.actions}
+    return TaskData(train, held_out, (train.states, train.actions[train.action_masks]), model,
+                    description=description)
+
+
+def check_data_fits(policy, data: TaskData) -> None:
+    """A teacher and recorded data must agree on cameras, state and action sizes (say which not)."""
+    example = policy.example_batch(1)
+    expected = {"state_dim": int(example["state"].shape[-1]), "action_dim": policy.action_dim}
+    problems = [f"{name}: teacher {value}, data {data.config[name]}" for name, value in expected.items()
+                if name in data.config and data.config[name] != value]
+    missing = [c for c in example["images"] if c not in data.config.get("cameras", example["images"])]
+    if missing:
+        problems.append(f"cameras {missing} of the teacher are not in the data ({list(data.config['cameras'])})")
+    if problems:
+        raise ConfigError("the data does not fit the teacher: " + "; ".join(problems))
 
 
 def train_config(args: argparse.Namespace, objective: str):
@@ -103,8 +145,13 @@ def write_json(report: dict, path: Path | None) -> None:
 def add_data_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", type=Path, default=None,
                    help="a local LeRobot v3 dataset directory to train/evaluate on; without it, --task")
+    p.add_argument("--bags", type=Path, nargs="+", default=None,
+                   help="ROS 2 bag directories (sqlite3 or MCAP) to train/evaluate on, read with --bag-config")
+    p.add_argument("--bag-config", type=Path, default=None,
+                   help="with --bags: YAML mapping bag topics to policy inputs (see config/bag_dataset.yaml)")
     p.add_argument("--holdout-episodes", type=int, default=1,
-                   help="with --dataset: the last N episodes are held out for evaluation (default: 1)")
+                   help="with --dataset or --bags: the last N episodes are held out for evaluation; "
+                   "--bags accepts 0 to train on everything (default: 1)")
     p.add_argument("--task", default=TASKS[0], choices=TASKS,
                    help="generated data when no --dataset is given: the synthetic two-route "
                    "reaching task with a multi-modal expert (default)")
@@ -127,5 +174,7 @@ def add_train_flags(p: argparse.ArgumentParser, steps: int | None, lr: float) ->
     p.add_argument("--log-every", type=int, default=100, help="steps between progress lines and metrics.jsonl rows (default: 100)")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, batches and noise (default: 0)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when present; default)")
+    p.add_argument("--progress-format", choices=("text", "json"), default="text",
+                   help="text: progress lines on stderr; json: one JSON object per line on stdout (default: text)")
     p.add_argument("--gradient-checkpointing", action="store_true",
                    help="recompute expert activations in backward instead of storing them (full-size models)")

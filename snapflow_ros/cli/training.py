@@ -11,17 +11,20 @@ import torch
 from snapflow_ros.cli.options import (
     add_data_flags,
     add_train_flags,
+    check_data_fits,
     device,
     progress,
     task_data,
     train_config,
     write_json,
 )
+from snapflow_ros.errors import ConfigError
 
 
 def train_teacher(args: argparse.Namespace) -> Path:
     from snapflow_distill.synthetic import task_config
     from snapflow_distill.trainer import Trainer
+
     from snapflow_ros.families.builtin import BuiltinVLA
 
     torch.manual_seed(args.seed)
@@ -30,7 +33,7 @@ def train_teacher(args: argparse.Namespace) -> Path:
     policy.state_normalizer.fit(data.frames[0])
     policy.action_normalizer.fit(data.frames[1])
     trainer = Trainer(policy.to(device(args.device)), data.train, train_config(args, "flow_matching"),
-                      args.output, progress("train-teacher"))
+                      args.output, progress("train-teacher", args.progress_format))
     trainer.provenance |= data.description
     path = trainer.run()
     print(f"teacher written to {path}")
@@ -39,11 +42,14 @@ def train_teacher(args: argparse.Namespace) -> Path:
 
 def distill(args: argparse.Namespace) -> Path:
     from snapflow_distill.trainer import Trainer
+
     from snapflow_ros.policy.checkpoint import checkpoint_id, load_policy
 
     student = load_policy(args.teacher, device(args.device))
     data = task_data(args, student.chunk_size)
-    trainer = Trainer(student, data.train, train_config(args, "snapflow"), args.output, progress("distill"))
+    check_data_fits(student, data)
+    trainer = Trainer(student, data.train, train_config(args, "snapflow"), args.output,
+                      progress("distill", args.progress_format))
     trainer.provenance |= {"teacher": str(args.teacher), "teacher_id": checkpoint_id(args.teacher),
                            **data.description}
     path = trainer.run()
@@ -53,10 +59,13 @@ def distill(args: argparse.Namespace) -> Path:
 
 def evaluate_checkpoints(args: argparse.Namespace) -> dict:
     from snapflow_distill.evaluate import Candidate, evaluate
+
     from snapflow_ros.policy.checkpoint import load_policy
 
     teacher = load_policy(args.teacher)
     data = task_data(args, teacher.chunk_size)
+    if data.held_out is None:
+        raise ConfigError("eval needs held-out data: use --holdout-episodes 1 or more")
     candidates = [Candidate("teacher@10", teacher, 10), Candidate("teacher@1", teacher, 1)]
     if args.student:
         candidates.append(Candidate("student@1", load_policy(args.student), 1))

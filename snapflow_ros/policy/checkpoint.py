@@ -49,6 +49,19 @@ def atomic_directory(final: Path) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def atomic_path(final: Path) -> Iterator[Path]:
+    """atomic_directory for writers that create their directory themselves (rosbags, LeRobot):
+    yields a path that does not exist yet; what they wrote there lands at `final` by rename."""
+    final = Path(final)
+    with atomic_directory(final) as tmp:
+        inner = tmp / final.name
+        yield inner
+        for item in inner.iterdir():
+            os.replace(item, tmp / item.name)
+        inner.rmdir()
+
+
 def save_policy(policy: FlowPolicy, directory: Path, provenance: dict[str, Any] | None = None) -> Path:
     """Writes the policy's directory (its family's layout) atomically, plus provenance.json."""
     with atomic_directory(directory) as tmp:

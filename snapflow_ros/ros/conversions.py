@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 from builtin_interfaces.msg import Duration, Time
-from sensor_msgs.msg import JointState
 from snapflow_interfaces.msg import ActionChunk as ActionChunkMsg
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
@@ -31,23 +28,6 @@ def seconds_to_duration(seconds: float) -> Duration:
 
 def duration_to_seconds(duration: Duration) -> float:
     return duration.sec + duration.nanosec * 1e-9
-
-
-def joint_positions(msg: JointState, names: Sequence[str], topic: str = "joint_states") -> np.ndarray:
-    """Positions of `names`, in that order, from a JointState whose order may differ."""
-    if len(msg.position) != len(msg.name):
-        raise InputError(
-            f"{topic}: 'position' has {len(msg.position)} values for {len(msg.name)} names"
-        )
-    index = {name: i for i, name in enumerate(msg.name)}
-    missing = [name for name in names if name not in index]
-    if missing:
-        raise InputError(f"{topic}: joints {missing} missing from 'name' (got {list(msg.name)})")
-    state = np.array([msg.position[index[name]] for name in names], dtype=np.float64)
-    if not np.all(np.isfinite(state)):
-        bad = [n for n, v in zip(names, state) if not np.isfinite(v)]
-        raise InputError(f"{topic}: non-finite 'position' for joints {bad}")
-    return state
 
 
 def chunk_to_msg(chunk: ActionChunk) -> ActionChunkMsg:

@@ -118,6 +118,21 @@ POLICY_NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
         "Blend a new chunk with the overlapping part of the previous one, old weight exp(-decay*k); "
         "0 disables blending.", range=(0.0, 100.0),
     ),
+    ParameterSpec(
+        "distillation", Parameter.Type.BOOL, True,
+        "Offer SnapFlow distillation from bags on this node (~/start_distillation, ~/distill, ...); "
+        "jobs run in their own process.", read_only=True,
+    ),
+    ParameterSpec(
+        "distillation_niceness", Parameter.Type.INTEGER, 10,
+        "CPU niceness of distillation job processes, so the control loop keeps priority.",
+        range=(0, 19), read_only=True,
+    ),
+    ParameterSpec(
+        "distillation_threads", Parameter.Type.INTEGER, 0,
+        "Torch threads of a distillation job process; 0: torch's default (all cores).",
+        range=(0, 256), read_only=True,
+    ),
 )
 
 
@@ -141,6 +156,9 @@ class PolicyNodeConfig:
     max_input_age: float
     drop_stale_actions: bool
     blend_decay: float
+    distillation: bool
+    distillation_niceness: int
+    distillation_threads: int
 
 
 def declare_parameters(node: Node, specs: tuple[ParameterSpec, ...]) -> None:

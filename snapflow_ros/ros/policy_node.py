@@ -6,6 +6,7 @@ Publishes:   action_chunk (snapflow_interfaces/ActionChunk)
              joint_trajectory (trajectory_msgs/JointTrajectory, for joint_trajectory_controller)
              /diagnostics (diagnostic_msgs/DiagnosticArray)
 Services:    ~/hold (std_srvs/SetBool): true stops publishing at once, false resumes
+             distillation from bags (see ros/distillation.py), unless distillation is false
 Callbacks only store messages; inference runs on one worker thread, woken by the chunk timer;
 a new policy loads on a loader thread beside the serving one.
 Relative topic names: remap them or push the node into a namespace.
@@ -33,11 +34,13 @@ from std_msgs.msg import String
 from std_srvs.srv import SetBool
 from trajectory_msgs.msg import JointTrajectory
 
+from snapflow_ros.bags.config import BagDatasetConfig
 from snapflow_ros.errors import ConfigError, InputError, SnapflowError
 from snapflow_ros.policy import ActionChunk, HoldPositionPolicy
 from snapflow_ros.policy.chunk_timing import blend_overlap, drop_stale
-from snapflow_ros.ros.conversions import chunk_to_msg, chunk_to_trajectory, joint_positions, time_to_ns
+from snapflow_ros.ros.conversions import chunk_to_msg, chunk_to_trajectory, time_to_ns
 from snapflow_ros.ros.diagnostics import node_status
+from snapflow_ros.ros.distillation import DistillationService
 from snapflow_ros.ros.parameters import (
     POLICY_NODE_PARAMETERS,
     declare_parameters,
@@ -47,6 +50,7 @@ from snapflow_ros.ros.qos import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
 from snapflow_ros.runtime.serving import PolicySlot, check_policy_source, load_served_policy
 from snapflow_ros.sensors.assembly import HoldError, ObservationAssembler
 from snapflow_ros.sensors.images import decode_compressed, decode_raw
+from snapflow_ros.sensors.joints import joint_positions
 
 RELOAD_PARAMETERS = ("checkpoint", "backend", "denoising_steps")
 
@@ -102,6 +106,10 @@ class PolicyNode(Node):
         self.create_timer(1.0, self.publish_diagnostics)
         self._worker = threading.Thread(target=self._work, name="policy_worker", daemon=True)
         self._worker.start()
+        self.distillation = None
+        if c.distillation:
+            self.distillation = DistillationService(self, self.recorded_dataset_config, self._swap_to_student,
+                                                    c.distillation_niceness, c.distillation_threads)
         self.get_logger().info(f"serving {self.slot.policy.policy_id} for joints {list(c.joint_names)}, "
                                f"cameras {list(c.cameras)} at {c.chunk_rate_hz:g} Hz")
 
@@ -162,6 +170,26 @@ class PolicyNode(Node):
             self.serving_source = dict(target)
             self.counters["swaps"] += 1
             self.get_logger().info(f"swapped {serving.policy_id} -> {policy.policy_id}")
+
+    def _swap_to_student(self, job_id: str, student: str) -> str:
+        """A finished distillation job's student goes through the same checked hot swap."""
+        if self.config.backend != "torch":
+            return (f"not swapped: this node serves the {self.config.backend} backend; export the student "
+                    f"and set 'checkpoint' to the export")
+        result = self.set_parameters([Parameter("checkpoint", value=student)])[0]
+        if not result.successful:
+            return f"swap refused: {result.reason}"
+        return "swap requested: loading beside the serving policy"
+
+    def recorded_dataset_config(self) -> BagDatasetConfig:
+        """How bags recorded from this node's own input topics are read; the action of a tick is
+        the next tick's joint positions (commands may be on any controller's topic)."""
+        c = self.config
+        return BagDatasetConfig(
+            cameras={cam: self.resolve_topic_name(topic) for cam, topic in zip(c.cameras, c.camera_topics)},
+            joint_names=c.joint_names, joint_state_topic=self.resolve_topic_name("joint_states"),
+            instruction_topic=self.resolve_topic_name("instruction"), instruction=c.instruction,
+            action_source="next_state", rate_hz=1.0 / c.action_dt, max_staleness=c.max_input_age)
 
     def _swap_failed(self, reason: str) -> SetParametersResult:
         self.counters["swap_failures"] += 1
@@ -272,6 +300,8 @@ class PolicyNode(Node):
         self.diagnostics_publisher.publish(array)
 
     def destroy_node(self) -> None:
+        if getattr(self, "distillation", None) is not None:
+            self.distillation.shutdown()
         if hasattr(self, "_stop"):
             self._stop.set()
             self._worker.join(timeout=5.0)

@@ -41,7 +41,7 @@ class ObservationAssembler:
             self._latest[f"camera:{camera}"] = _Stamped(stamp_ns, rgb)
 
     def update_joints(self, stamp_ns: int, positions: np.ndarray) -> None:
-        """`positions` already in joint_names order (see conversions.joint_positions)."""
+        """`positions` already in joint_names order (see sensors.joints.joint_positions)."""
         with self._lock:
             self._latest["joint_states"] = _Stamped(stamp_ns, positions)
 

@@ -1,0 +1,267 @@
+"""Distillation jobs in their own process: start, follow progress, cancel. No ROS here.
+
+A job is `snapflow distill TEACHER --bags ... --progress-format json` in a child process at lower
+CPU priority, so a control loop in the parent keeps its cores. Its JSON progress lines update a
+JobStatus; its final stderr line carries the error. The student appears at OUTPUT/policy only when
+complete (atomic rename); a cancelled or crashed job never leaves one there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from enum import IntEnum
+from pathlib import Path
+
+from snapflow_ros.errors import ConfigError
+
+JOB_FILE = "job.json"
+
+
+class JobState(IntEnum):
+    """Same values as snapflow_interfaces/msg/DistillationStatus."""
+
+    QUEUED = 0
+    RUNNING = 1
+    SUCCEEDED = 2
+    FAILED = 3
+    CANCELLED = 4
+
+    @property
+    def finished(self) -> bool:
+        return self >= JobState.SUCCEEDED
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What to distil: fields of snapflow_interfaces/msg/DistillationJob (0/empty: defaults)."""
+
+    bags: tuple[str, ...]
+    teacher: str
+    output_dir: str
+    dataset_config: str            # bag dataset YAML
+    steps: int = 0
+    batch_size: int = 0
+    learning_rate: float = 0.0
+    alpha: float = 0.0
+    consistency_weight: float = 0.0
+    seed: int = 0
+    device: str = ""
+    swap_when_done: bool = False
+
+    def check(self, dataset_config_pending: bool = False) -> None:
+        """Cheap checks before a process is started; ConfigError names the field and the problem.
+        dataset_config_pending: the caller writes that file once the rest is known to be fine."""
+        if not self.bags:
+            raise ConfigError("job: bag_paths is empty")
+        missing = [b for b in self.bags if not Path(b).exists()]
+        if missing:
+            raise ConfigError(f"job: bag_paths {missing} do not exist")
+        if not (Path(self.teacher) / "config.json").is_file():
+            raise ConfigError(f"job: teacher_checkpoint {self.teacher!r} is not a checkpoint directory "
+                              f"(config.json missing)")
+        if not self.output_dir:
+            raise ConfigError("job: output_dir is empty")
+        output = Path(self.output_dir).resolve()
+        if output == Path(self.teacher).resolve() or Path(self.teacher).resolve() in output.parents:
+            raise ConfigError(f"job: output_dir {self.output_dir} is inside the teacher checkpoint")
+        if (output / "policy").exists():
+            raise ConfigError(f"job: output_dir {self.output_dir} already holds a student "
+                              f"({output / 'policy'}); choose a new directory")
+        if not dataset_config_pending and not Path(self.dataset_config).is_file():
+            raise ConfigError(f"job: dataset_config {self.dataset_config!r} is not a file")
+        for name in ("steps", "batch_size", "learning_rate", "consistency_weight", "seed"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"job: {name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ConfigError(f"job: alpha must be in [0, 1] (0: default), got {self.alpha}")
+
+    def command(self) -> list[str]:
+        """The snapflow distill command line this job runs."""
+        argv = [sys.executable, "-m", "snapflow_ros.cli.main", "distill", self.teacher,
+                "--bags", *self.bags, "--bag-config", self.dataset_config, "--output", self.output_dir,
+                "--holdout-episodes", "0", "--progress-format", "json", "--seed", str(self.seed),
+                "--device", self.device or "auto"]
+        for flag, value in (("--steps", self.steps), ("--batch-size", self.batch_size),
+                            ("--lr", self.learning_rate), ("--alpha", self.alpha),
+                            ("--consistency-weight", self.consistency_weight)):
+            if value:
+                argv += [flag, str(value)]
+        if self.steps:
+            argv += ["--log-every", str(max(1, min(50, self.steps // 20)))]
+        return argv
+
+
+@dataclass
+class JobStatus:
+    job_id: str
+    state: JobState = JobState.QUEUED
+    step: int = 0
+    total_steps: int = 0
+    loss: float = float("nan")
+    loss_flow_matching: float = float("nan")
+    loss_consistency: float = float("nan")
+    steps_per_second: float = 0.0
+    eta_seconds: float = -1.0
+    student_checkpoint: str = ""
+    message: str = ""
+
+
+class DistillationJob:
+    """One job's child process. on_update(status) is called (from a reader thread) on every change."""
+
+    def __init__(self, spec: JobSpec, on_update: Callable[[JobStatus], None] | None = None,
+                 job_id: str | None = None, niceness: int = 10, threads: int = 0) -> None:
+        self.spec = spec
+        self.status = JobStatus(job_id or uuid.uuid4().hex[:12])
+        self.on_update = on_update
+        self.niceness, self.threads = niceness, threads
+        self.process: subprocess.Popen | None = None
+        self._stderr: deque[str] = deque(maxlen=40)
+        self._cancelled = False
+        self._lock = threading.Lock()
+        self.finished = threading.Event()
+
+    @property
+    def job_id(self) -> str:
+        return self.status.job_id
+
+    def _update(self, **changes) -> None:
+        with self._lock:
+            if self.status.state.finished and "state" not in changes:
+                return
+            self.status = replace(self.status, **changes)
+            status = self.status
+        if self.on_update:
+            self.on_update(status)
+
+    def start(self) -> None:
+        output = Path(self.spec.output_dir)
+        output.mkdir(parents=True, exist_ok=True)
+        (output / JOB_FILE).write_text(json.dumps({"job_id": self.job_id, **asdict(self.spec)}, indent=2) + "\n")
+        env = dict(os.environ)
+        if self.threads:
+            env |= {"OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
+        # Own session: a cancel signals the job's whole process group and nothing else.
+        self.process = subprocess.Popen(self.spec.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True, env=env, start_new_session=True)
+        try:
+            os.setpriority(os.PRIO_PROCESS, self.process.pid, self.niceness)
+        except OSError:
+            pass  # the job still runs, at normal priority
+        self._update(state=JobState.RUNNING, message="running", total_steps=self.spec.steps)
+        threading.Thread(target=self._read_stderr, daemon=True, name=f"job-{self.job_id}-stderr").start()
+        threading.Thread(target=self._follow, daemon=True, name=f"job-{self.job_id}").start()
+
+    def _read_stderr(self) -> None:
+        for line in self.process.stderr:
+            if line.strip():
+                self._stderr.append(line.rstrip())
+
+    def _follow(self) -> None:
+        for line in self.process.stdout:
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # other prints of the command
+            if event.get("event") == "progress":
+                self._update(step=event["step"], total_steps=event["total_steps"], loss=event["loss"],
+                             loss_flow_matching=event["loss_flow_matching"],
+                             loss_consistency=event["loss_consistency"],
+                             steps_per_second=event["steps_per_second"], eta_seconds=event["eta_seconds"])
+        code = self.process.wait()
+        time.sleep(0.05)  # let the stderr reader drain
+        student = Path(self.spec.output_dir) / "policy"
+        if self._cancelled:
+            self._update(state=JobState.CANCELLED, message="cancelled; no student was written", eta_seconds=-1.0)
+        elif code == 0 and (student / "config.json").is_file():
+            self._update(state=JobState.SUCCEEDED, student_checkpoint=str(student), eta_seconds=0.0,
+                         message=f"student written to {student}")
+        else:
+            self._update(state=JobState.FAILED, eta_seconds=-1.0, message=self._failure(code))
+        self.finished.set()
+
+    def _failure(self, code: int) -> str:
+        lines = list(self._stderr)
+        errors = [line for line in lines if ": error: " in line]
+        if errors:  # snapflow's own error line: the reason, naming bag, topic and field
+            return errors[-1].split(": error: ", 1)[1]
+        tail = " | ".join(lines[-5:]) or "no output"
+        return f"job process exited with code {code}: {tail}"
+
+    def cancel(self) -> bool:
+        """Stops the job (SIGTERM, then SIGKILL after 10 s); False if it had already finished."""
+        if self.status.state.finished:
+            return False
+        self._cancelled = True
+        if self.process is None:  # still queued
+            self._update(state=JobState.CANCELLED, message="cancelled before it started")
+            self.finished.set()
+            return True
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return True
+
+        def escalate() -> None:
+            if not self.finished.wait(10.0):
+                try:
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        threading.Thread(target=escalate, daemon=True).start()
+        return True
+
+
+@dataclass
+class JobQueue:
+    """Jobs run one at a time, in order (a robot computer has no cores to spare for two)."""
+
+    on_update: Callable[[JobStatus], None] | None = None
+    niceness: int = 10
+    threads: int = 0
+    jobs: dict[str, DistillationJob] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.RLock()  # a job failing to start reports (and starts the next) under it
+
+    def submit(self, spec: JobSpec) -> DistillationJob:
+        spec.check()
+        job = DistillationJob(spec, self._changed, niceness=self.niceness, threads=self.threads)
+        with self._lock:
+            self.jobs[job.job_id] = job
+        self._changed(job.status)
+        self._start_next()
+        return job
+
+    def _changed(self, status: JobStatus) -> None:
+        if self.on_update:
+            self.on_update(status)
+        if status.state.finished:
+            self._start_next()
+
+    def _start_next(self) -> None:
+        with self._lock:
+            if any(j.status.state == JobState.RUNNING for j in self.jobs.values()):
+                return
+            queued = [j for j in self.jobs.values() if j.status.state == JobState.QUEUED]
+            if not queued:
+                return
+            job = queued[0]
+            try:
+                job.start()
+            except OSError as error:
+                job._update(state=JobState.FAILED, message=f"cannot start the job process: {error}")
+
+    def cancel_all(self) -> None:
+        for job in list(self.jobs.values()):
+            job.cancel()
