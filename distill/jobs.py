@@ -116,7 +116,7 @@ class JobStatus:
     message: str = ""
 
 
-class DistillationJob:
+class JobProcess:
     """One job's child process. on_update(status) is called (from a reader thread) on every change."""
 
     def __init__(self, spec: JobSpec, on_update: Callable[[JobStatus], None] | None = None,
@@ -229,14 +229,14 @@ class JobQueue:
     on_update: Callable[[JobStatus], None] | None = None
     niceness: int = 10
     threads: int = 0
-    jobs: dict[str, DistillationJob] = field(default_factory=dict)
+    jobs: dict[str, JobProcess] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._lock = threading.RLock()  # a job failing to start reports (and starts the next) under it
 
-    def submit(self, spec: JobSpec) -> DistillationJob:
+    def submit(self, spec: JobSpec) -> JobProcess:
         spec.check()
-        job = DistillationJob(spec, self._changed, niceness=self.niceness, threads=self.threads)
+        job = JobProcess(spec, self._changed, niceness=self.niceness, threads=self.threads)
         with self._lock:
             self.jobs[job.job_id] = job
         self._changed(job.status)

@@ -88,3 +88,19 @@ def save_small_student(directory: Path, seed: int = 0, **config) -> Path:
     with torch.no_grad():
         policy.target_time.linear_out.weight.normal_(0, 0.3)
     return save_policy(policy, directory)
+
+
+def demo_teacher(directory: Path, data, seed: int = 0) -> Path:
+    """An untrained built-in teacher (phi zero) shaped and normalised for a BagChunkDataset."""
+    import torch
+
+    from snapflow_ros.families.builtin import BuiltinVLA, BuiltinVLAConfig
+    from snapflow_ros.policy.checkpoint import save_policy
+
+    torch.manual_seed(seed)
+    policy = BuiltinVLA(BuiltinVLAConfig(cameras=data.cameras, state_dim=len(data.joint_names),
+                                         action_dim=len(data.action_names), chunk_size=6, width=32,
+                                         num_heads=4, num_layers=1, joint_names=data.action_names))
+    policy.state_normalizer.fit(data.states)
+    policy.action_normalizer.fit(data.actions[data.action_masks])
+    return save_policy(policy, directory)

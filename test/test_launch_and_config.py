@@ -108,3 +108,35 @@ def test_node_loads_the_params_file(ros):
             node.destroy_node()
     finally:
         context.try_shutdown()
+
+
+SERVER_LAUNCH = REPO / "launch" / "distillation_server.launch.py"
+SERVER_PARAMS = REPO / "config" / "distillation_server.yaml"
+
+
+def test_distillation_server_launch_and_params_name_what_it_declares(ros):
+    from rclpy.parameter import Parameter
+
+    from snapflow_ros.ros.distillation_server import DISTILLATION_SERVER_PARAMETERS, DistillationServer
+
+    tree = ast.parse(SERVER_LAUNCH.read_text(), filename=str(SERVER_LAUNCH))
+    declared_args = _string_args(_calls(tree, "DeclareLaunchArgument"))
+    assert _string_args(_calls(tree, "LaunchConfiguration")) <= declared_args
+    (node_call,) = _calls(tree, "Node")
+    executable = next(k.value.value for k in node_call.keywords if k.arg == "executable")
+    assert executable in {ep.name for ep in entry_points(group="console_scripts")}
+    declared = {spec.name for spec in DISTILLATION_SERVER_PARAMETERS}
+    launch_params = {key.value for d in ast.walk(tree) if isinstance(d, ast.Dict) for key in d.keys}
+    assert launch_params <= declared
+    params = yaml.safe_load(SERVER_PARAMS.read_text())["/**"]["ros__parameters"]
+    assert set(params) == declared
+    server = ros.node(DistillationServer, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    assert server.get_parameter("policy_node").value == params["policy_node"]
+
+
+def test_documented_bag_dataset_config_loads():
+    from snapflow_ros.bags.config import BagDatasetConfig
+
+    config = BagDatasetConfig.from_yaml(REPO / "config" / "bag_dataset.yaml")
+    assert config.cameras == {"front": "/camera/front/image_raw", "wrist": "/camera/wrist/compressed"}
+    assert "/joint_commands" in config.topics() and len(config.joint_names) == 7

@@ -20,21 +20,11 @@ from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.task import Future
-from snapflow_distill.jobs import (
-    DistillationJob,
-    JobQueue,
-    JobSpec,
-    JobState,
-    JobStatus,
-)
 from snapflow_interfaces.action import Distill
 from snapflow_interfaces.msg import DistillationJob, DistillationStatus
-from snapflow_interfaces.srv import (
-    CancelDistillation,
-    GetDistillationStatus,
-    StartDistillation,
-)
+from snapflow_interfaces.srv import CancelDistillation, GetDistillationStatus, StartDistillation
 
+from snapflow_distill.jobs import JobProcess, JobQueue, JobSpec, JobState, JobStatus
 from snapflow_ros.bags.config import BagDatasetConfig
 from snapflow_ros.errors import ConfigError, SnapflowError
 
@@ -78,7 +68,7 @@ class DistillationService:
         self.swap = swap
         self.notes: dict[str, str] = {}      # job id -> what happened after it finished (swap)
         self.waiters: dict[str, list[Future]] = {}  # job id -> action executions awaiting a change
-        self.goal_jobs: dict[bytes, DistillationJob] = {}
+        self.goal_jobs: dict[bytes, JobProcess] = {}
         self._lock = threading.Lock()  # waiters: job threads complete them, the executor adds them
         self.queue = JobQueue(on_update=self._changed, niceness=niceness, threads=threads)
         self.status_publisher = node.create_publisher(DistillationStatus, "~/distillation_status", STATUS_QOS)
@@ -90,7 +80,7 @@ class DistillationService:
                                    cancel_callback=self._cancel_goal)
 
     # --- jobs -------------------------------------------------------------------------------
-    def submit(self, job: DistillationJob) -> DistillationJob:
+    def submit(self, job: DistillationJob) -> JobProcess:
         """Checks and queues a job; SnapflowError says why it cannot run."""
         spec = spec_from_msg(job)
         if spec.swap_when_done and self.swap is None:
