@@ -70,6 +70,7 @@ class DistillationService:
         self.waiters: dict[str, list[Future]] = {}  # job id -> action executions awaiting a change
         self.goal_jobs: dict[bytes, JobProcess] = {}
         self._lock = threading.Lock()  # waiters: job threads complete them, the executor adds them
+        self._closed = False
         self.queue = JobQueue(on_update=self._changed, niceness=niceness, threads=threads)
         self.status_publisher = node.create_publisher(DistillationStatus, "~/distillation_status", STATUS_QOS)
         node.create_service(StartDistillation, "~/start_distillation", self._start)
@@ -97,6 +98,8 @@ class DistillationService:
 
     def _changed(self, status: JobStatus) -> None:
         job = self.queue.jobs.get(status.job_id)
+        if self._closed:  # the host node is gone: its jobs' last words have nowhere to go
+            return
         if status.state == JobState.SUCCEEDED and job is not None and job.spec.swap_when_done:
             self.notes[status.job_id] = self.swap(status.job_id, status.student_checkpoint)
         self.status_publisher.publish(self._msg(status))
@@ -115,6 +118,7 @@ class DistillationService:
 
     def shutdown(self) -> None:
         """Cancels every job (their processes stop; nothing they wrote becomes loadable)."""
+        self._closed = True
         self.queue.cancel_all()
         self.action.destroy()
 
