@@ -96,8 +96,8 @@ class JobSpec:
                             ("--consistency-weight", self.consistency_weight)):
             if value:
                 argv += [flag, str(value)]
-        if self.steps:
-            argv += ["--log-every", str(max(1, min(50, self.steps // 20)))]
+        # About 20 progress reports per job, at most 50 steps apart.
+        argv += ["--log-every", str(max(1, min(50, (self.steps or 2000) // 20)))]
         return argv
 
 
@@ -120,9 +120,9 @@ class JobProcess:
     """One job's child process. on_update(status) is called (from a reader thread) on every change."""
 
     def __init__(self, spec: JobSpec, on_update: Callable[[JobStatus], None] | None = None,
-                 job_id: str | None = None, niceness: int = 10, threads: int = 0) -> None:
+                 niceness: int = 10, threads: int = 0) -> None:
         self.spec = spec
-        self.status = JobStatus(job_id or uuid.uuid4().hex[:12])
+        self.status = JobStatus(uuid.uuid4().hex[:12])
         self.on_update = on_update
         self.niceness, self.threads = niceness, threads
         self.process: subprocess.Popen | None = None
@@ -162,6 +162,10 @@ class JobProcess:
         threading.Thread(target=self._read_stderr, daemon=True, name=f"job-{self.job_id}-stderr").start()
         threading.Thread(target=self._follow, daemon=True, name=f"job-{self.job_id}").start()
 
+    def fail(self, message: str) -> None:
+        self._update(state=JobState.FAILED, eta_seconds=-1.0, message=message)
+        self.finished.set()
+
     def _read_stderr(self) -> None:
         for line in self.process.stderr:
             if line.strip():
@@ -187,7 +191,7 @@ class JobProcess:
             self._update(state=JobState.SUCCEEDED, student_checkpoint=str(student), eta_seconds=0.0,
                          message=f"student written to {student}")
         else:
-            self._update(state=JobState.FAILED, eta_seconds=-1.0, message=self._failure(code))
+            self.fail(self._failure(code))
         self.finished.set()
 
     def _failure(self, code: int) -> str:
@@ -260,7 +264,7 @@ class JobQueue:
             try:
                 job.start()
             except OSError as error:
-                job._update(state=JobState.FAILED, message=f"cannot start the job process: {error}")
+                job.fail(f"cannot start the job process: {error}")
 
     def cancel_all(self) -> None:
         for job in list(self.jobs.values()):

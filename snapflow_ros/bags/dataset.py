@@ -154,91 +154,73 @@ class _BagSamples:
 
     def _build(self, streams: dict[str, TopicStream]) -> None:
         c = self.config
-        joints = streams[c.joint_state_topic]
-        if not joints.messages:
+        self.streams = streams
+        self.joints = streams[c.joint_state_topic]
+        if not self.joints.messages:
             raise BagError(f"{self._source(c.joint_state_topic)}: no messages")
         source = self._source(c.joint_state_topic)
-        states = np.stack([joint_positions(m, c.joint_names, source) for m in joints.messages])
-        commands = None
+        self.positions = np.stack([joint_positions(m, c.joint_names, source) for m in self.joints.messages])
+        self.commands = None
         if c.action_source == "topic":
-            actions_stream = streams[c.action_topic]
-            commands = np.stack([_action_values(m, actions_stream.msgtype, c.actions,
-                                                self._source(c.action_topic))
-                                 for m in actions_stream.messages]) if actions_stream.messages else None
-            if commands is None:
+            stream = streams[c.action_topic]
+            if not stream.messages:
                 raise BagError(f"{self._source(c.action_topic)}: no messages")
-        windows = self._episodes(streams, joints)
-        period, max_age = c.period_ns, round(c.max_staleness * 1e9)
-        action_columns = [c.joint_names.index(n) for n in c.actions] if c.action_source == "next_state" else []
-        instruction_stream = streams.get(c.instruction_topic) if c.instruction_topic else None
-
-        rows: dict[str, list] = {"state": [], "actions": [], "mask": [], "instruction": [], "episode": [], "tick": [],
-                                 **{f"camera:{cam}": [] for cam in c.cameras}}
-        skipped = {"stale_or_missing_input": 0, "no_fresh_action": 0}
-        episode_count = 0
-        for start, end in windows:
-            observed = [streams[t] for t in c.cameras.values()] + [joints]
-            firsts = [s.stamps[s.stamps >= start] for s in observed]
-            if any(len(f) == 0 for f in firsts):
-                continue  # an input never appears in this window
-            ticks = control_ticks(max(int(f[0]) for f in firsts), end, period)
-            if len(ticks) == 0:
-                continue
-            index = {t: latest_at(streams[t].stamps, ticks, max_age, start) for t in c.cameras.values()}
-            joint_index = latest_at(joints.stamps, ticks, max_age, start)
-            observed_ok = (joint_index >= 0) & np.all([i >= 0 for i in index.values()], axis=0)
-            if commands is not None:
-                # The command in force after observing tick k: the latest one before tick k+1,
-                # at most max_staleness older than tick k.
-                command_index = latest_at(streams[c.action_topic].stamps, ticks + period - 1,
-                                          max_age + period - 1, start)
-                action_ok = command_index >= 0
-                tick_actions = commands[np.maximum(command_index, 0)]
-            else:
-                action_ok = np.append(joint_index[1:] >= 0, False)  # the next tick's state
-                following = np.append(joint_index[1:], -1)
-                tick_actions = states[np.maximum(following, 0)][:, action_columns]
-            usable = observed_ok & action_ok
-            skipped["stale_or_missing_input"] += int((~observed_ok).sum())
-            skipped["no_fresh_action"] += int((observed_ok & ~action_ok).sum())
-            samples = np.flatnonzero(usable)
-            if len(samples) == 0:
-                continue
-            for k in samples:
-                window = np.arange(k, k + self.chunk_size)
-                inside = window < len(ticks)
-                valid = np.zeros(self.chunk_size, dtype=bool)
-                valid[inside] = action_ok[window[inside]]
-                # Padding repeats the last valid action (masked out of the loss anyway).
-                filled = np.maximum.accumulate(np.where(valid, np.arange(self.chunk_size), 0))
-                chunk = tick_actions[np.minimum(window, len(ticks) - 1)][filled]
-                rows["actions"].append(chunk)
-                rows["mask"].append(valid)
-            rows["state"].append(states[joint_index[samples]])
-            for cam, topic in c.cameras.items():
-                rows[f"camera:{cam}"].append(index[topic][samples])
-            rows["instruction"] += self._instructions(instruction_stream, ticks[samples])
-            rows["episode"].append(np.full(len(samples), episode_count))
-            rows["tick"].append(ticks[samples])
-            episode_count += 1
-        if episode_count == 0:
+            self.commands = np.stack([_action_values(m, stream.msgtype, c.actions, self._source(c.action_topic))
+                                      for m in stream.messages])
+        self.skipped = {"stale_or_missing_input": 0, "no_fresh_action": 0}
+        episodes = [e for e in (self._sample_episode(*w) for w in self._episodes(streams, self.joints)) if e]
+        if not episodes:
             raise BagError(f"bag {self.bag}: no usable samples: no tick at {c.rate_hz:g} Hz had every input "
                            f"({c.topics()}) fresher than max_staleness={c.max_staleness:g}s and an action")
-        self.episode_count = episode_count
-        self.states = torch.as_tensor(np.concatenate(rows["state"]), dtype=torch.float32)
-        self.actions = torch.as_tensor(np.stack(rows["actions"]), dtype=torch.float32)
-        self.masks = torch.as_tensor(np.stack(rows["mask"]))
-        self.instructions = rows["instruction"]
-        self.episodes = torch.as_tensor(np.concatenate(rows["episode"]), dtype=torch.long)
-        self.ticks = torch.as_tensor(np.concatenate(rows["tick"]), dtype=torch.long)
+        self.episode_count = len(episodes)
+        self.states = torch.as_tensor(np.concatenate([e["state"] for e in episodes]), dtype=torch.float32)
+        self.actions = torch.as_tensor(np.concatenate([e["actions"] for e in episodes]), dtype=torch.float32)
+        self.masks = torch.as_tensor(np.concatenate([e["mask"] for e in episodes]))
+        self.instructions = [i for e in episodes for i in e["instruction"]]
+        self.episodes = torch.cat([torch.full((len(e["tick"]),), n, dtype=torch.long) for n, e in enumerate(episodes)])
+        self.ticks = torch.as_tensor(np.concatenate([e["tick"] for e in episodes]), dtype=torch.long)
         self.frames, self.frame_index = {}, {}
         for cam, topic in c.cameras.items():
-            used = np.concatenate(rows[f"camera:{cam}"])
-            unique, inverse = np.unique(used, return_inverse=True)
+            unique, inverse = np.unique(np.concatenate([e[cam] for e in episodes]), return_inverse=True)
             self.frames[cam] = self._decode(streams[topic], unique, cam)
             self.frame_index[cam] = torch.as_tensor(inverse, dtype=torch.long)
-        self.report = {"episodes": episode_count, "samples": len(self.states), "skipped_ticks": skipped,
+        self.report = {"episodes": self.episode_count, "samples": len(self.states), "skipped_ticks": self.skipped,
                        "messages": {t: len(s.messages) for t, s in streams.items()}}
+
+    def _sample_episode(self, start: int, end: int) -> dict | None:
+        """The samples of one episode window [start, end] (ns), or None when it has none."""
+        c, streams = self.config, self.streams
+        cameras = [streams[t] for t in c.cameras.values()]
+        firsts = [s.stamps[s.stamps >= start] for s in (*cameras, self.joints)]
+        if any(len(f) == 0 for f in firsts):
+            return None  # an input never appears in this window
+        period, max_age = c.period_ns, round(c.max_staleness * 1e9)
+        ticks = control_ticks(max(int(f[0]) for f in firsts), end, period)
+        frame_index = [latest_at(s.stamps, ticks, max_age, start) for s in cameras]
+        joint_index = latest_at(self.joints.stamps, ticks, max_age, start)
+        observed = (joint_index >= 0) & np.all([i >= 0 for i in frame_index], axis=0)
+        if self.commands is not None:
+            # The command in force after observing tick k: the latest one before tick k+1,
+            # at most max_staleness older than tick k.
+            index = latest_at(streams[c.action_topic].stamps, ticks + period - 1, max_age + period - 1, start)
+            acted, tick_actions = index >= 0, self.commands[np.maximum(index, 0)]
+        else:  # the next tick's joint positions
+            following = np.append(joint_index[1:], -1)
+            columns = [c.joint_names.index(n) for n in c.actions]
+            acted, tick_actions = following >= 0, self.positions[np.maximum(following, 0)][:, columns]
+        self.skipped["stale_or_missing_input"] += int((~observed).sum())
+        self.skipped["no_fresh_action"] += int((observed & ~acted).sum())
+        samples = np.flatnonzero(observed & acted)
+        if len(samples) == 0:
+            return None
+        window = samples[:, None] + np.arange(self.chunk_size)[None, :]     # (n, chunk) tick indices
+        inside = window < len(ticks)
+        mask = inside & acted[np.minimum(window, len(ticks) - 1)]
+        # Padding repeats the last valid action of the chunk (masked out of the loss anyway).
+        last_valid = np.maximum.accumulate(np.where(mask, window, samples[:, None]), axis=1)
+        return {"state": self.positions[joint_index[samples]], "actions": tick_actions[last_valid], "mask": mask,
+                "instruction": self._instructions(ticks[samples]), "tick": ticks[samples],
+                **{cam: index[samples] for cam, index in zip(c.cameras, frame_index)}}
 
     def _episodes(self, streams: dict[str, TopicStream], joints: TopicStream) -> list[tuple[int, int]]:
         c = self.config
@@ -251,7 +233,8 @@ class _BagSamples:
             raise BagError(f"{self._source(c.episode_topic)}: no episode-start messages")
         return split_by_markers(markers, int(joints.stamps[-1]))
 
-    def _instructions(self, stream: TopicStream | None, ticks: np.ndarray) -> list[str]:
+    def _instructions(self, ticks: np.ndarray) -> list[str]:
+        stream = self.streams.get(self.config.instruction_topic) if self.config.instruction_topic else None
         if stream is None or len(stream.stamps) == 0:
             return [self.config.instruction] * len(ticks)
         index = np.searchsorted(stream.stamps, ticks, side="right") - 1
