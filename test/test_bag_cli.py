@@ -73,3 +73,17 @@ def test_train_distill_eval_on_bags(made):
     assert set(report["results"]) == {"teacher@10", "teacher@1", "student@1"}
     provenance = json.loads((root / "student" / "policy" / "provenance.json").read_text())
     assert provenance["bag_config"]["cameras"] == {"front": "/camera/front/compressed"}
+
+
+@pytest.mark.slow
+def test_lerobot_teacher_distils_from_bags(made):
+    root = made["root"]
+    data = ["--bags", *made["bags"], "--bag-config", made["config"]]
+    _run("make-tiny-lerobot", "--family", "pi05", "--output", str(root / "pi05"), *data)
+    _run("distill", str(root / "pi05"), "--output", str(root / "pi05-student"), "--steps", "4", "--batch-size", "4",
+         "--log-every", "2", *data)
+    from snapflow_ros.policy.checkpoint import load_policy
+
+    student = root / "pi05-student" / "policy"
+    assert load_policy(student).family == "pi05"
+    assert json.loads((student / "provenance.json").read_text())["bags"] == made["bags"]
