@@ -90,6 +90,22 @@ def save_small_student(directory: Path, seed: int = 0, **config) -> Path:
     return save_policy(policy, directory)
 
 
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory) -> dict:
+    """Two demo bags (3 episodes each), the YAML that reads them and an untrained teacher for them."""
+    from snapflow_ros.bags.dataset import load_bag_dataset
+    from snapflow_ros.bags.demo_bags import DemoBagSpec, write_demo_bags
+
+    spec = DemoBagSpec(episodes=3)
+    root = tmp_path_factory.mktemp("recorded")
+    bags = write_demo_bags(root / "bags", 2, spec)
+    config = root / "bag_dataset.yaml"
+    spec.dataset_config().write_yaml(config)
+    data = load_bag_dataset(bags, spec.dataset_config(), chunk_size=6)
+    return {"bags": [str(b) for b in bags], "config": str(config), "spec": spec,
+            "teacher": str(demo_teacher(root / "teacher", data))}
+
+
 def demo_teacher(directory: Path, data, seed: int = 0) -> Path:
     """An untrained built-in teacher (phi zero) shaped and normalised for a BagChunkDataset."""
     import torch

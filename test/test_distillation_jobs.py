@@ -11,27 +11,11 @@ from pathlib import Path
 import pytest
 
 from snapflow_distill.jobs import JobQueue, JobSpec, JobState
-from snapflow_ros.bags.dataset import load_bag_dataset
-from snapflow_ros.bags.demo_bags import DemoBagSpec, write_demo_bags
 from snapflow_ros.errors import ConfigError
-
-from conftest import demo_teacher
-
-SPEC = DemoBagSpec(episodes=3)
-
-
-@pytest.fixture(scope="module")
-def recorded(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("jobs")
-    bags = write_demo_bags(root / "bags", 2, SPEC)
-    config = root / "bag_dataset.yaml"
-    SPEC.dataset_config().write_yaml(config)
-    data = load_bag_dataset(bags, SPEC.dataset_config(), chunk_size=6)
-    return {"bags": tuple(map(str, bags)), "config": str(config), "teacher": str(demo_teacher(root / "teacher", data))}
 
 
 def _spec(recorded: dict, output: Path, **changes) -> JobSpec:
-    values = dict(bags=recorded["bags"], teacher=recorded["teacher"], output_dir=str(output),
+    values = dict(bags=tuple(recorded["bags"]), teacher=recorded["teacher"], output_dir=str(output),
                   dataset_config=recorded["config"], steps=20, batch_size=8) | changes
     return JobSpec(**values)
 
@@ -82,7 +66,7 @@ def test_cancelled_job_leaves_nothing_loadable(recorded, tmp_path):
 
 def test_bags_missing_a_topic_fail_the_job_naming_bag_and_topic(recorded, tmp_path):
     config = tmp_path / "wrist.yaml"
-    SPEC.dataset_config(cameras={"front": "/camera/wrist/image_raw"}).write_yaml(config)
+    recorded["spec"].dataset_config(cameras={"front": "/camera/wrist/image_raw"}).write_yaml(config)
     job = JobQueue().submit(_spec(recorded, tmp_path / "run", dataset_config=str(config)))
     _wait(job, lambda s: s.state.finished)
     assert job.status.state == JobState.FAILED
@@ -92,7 +76,7 @@ def test_bags_missing_a_topic_fail_the_job_naming_bag_and_topic(recorded, tmp_pa
 
 def test_bags_that_do_not_fit_the_teacher_fail_the_job(recorded, tmp_path):
     config = tmp_path / "one_joint.yaml"
-    SPEC.dataset_config(joint_names=("hand_x",), action_names=("hand_x", "hand_y")).write_yaml(config)
+    recorded["spec"].dataset_config(joint_names=("hand_x",), action_names=("hand_x", "hand_y")).write_yaml(config)
     job = JobQueue().submit(_spec(recorded, tmp_path / "run", dataset_config=str(config)))
     _wait(job, lambda s: s.state.finished)
     assert job.status.state == JobState.FAILED

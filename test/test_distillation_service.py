@@ -9,26 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from snapflow_ros.bags.dataset import load_bag_dataset
 from snapflow_distill.synthetic import INSTRUCTION
-from snapflow_ros.bags.demo_bags import JOINTS, DemoBagSpec, write_demo_bags
+from snapflow_ros.bags.demo_bags import JOINTS
 from snapflow_ros.policy.checkpoint import checkpoint_id
-
-from conftest import demo_teacher
 
 pytestmark = pytest.mark.ros
 
-SPEC = DemoBagSpec(episodes=3)
-
-
-@pytest.fixture(scope="module")
-def recorded(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("recorded")
-    bags = write_demo_bags(root / "bags", 2, SPEC)
-    config = root / "bag_dataset.yaml"
-    SPEC.dataset_config().write_yaml(config)
-    data = load_bag_dataset(bags, SPEC.dataset_config(), chunk_size=6)
-    return {"bags": [str(b) for b in bags], "config": str(config), "teacher": str(demo_teacher(root / "teacher", data))}
 
 
 def _job(recorded: dict, output: Path, **fields):
@@ -122,7 +108,7 @@ def test_bad_bags_fail_the_job_with_bag_and_topic_named(ros, recorded, tmp_path)
 
     rig = PolicyRig(ros, recorded["teacher"])
     config = tmp_path / "elbow.yaml"
-    SPEC.dataset_config(joint_names=("hand_x", "elbow")).write_yaml(config)
+    recorded["spec"].dataset_config(joint_names=("hand_x", "elbow")).write_yaml(config)
     request = StartDistillation.Request(job=_job(recorded, tmp_path / "a", dataset_config=str(config)))
     response = _call(ros, rig.probe, StartDistillation, "/policy_node/start_distillation", request)
     assert response.accepted, response.message

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import rclpy
 from rcl_interfaces.srv import SetParameters
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from snapflow_ros.bags.config import BagDatasetConfig
-from snapflow_ros.errors import SnapflowError
 from snapflow_ros.ros.distillation import DistillationService
 from snapflow_ros.ros.parameters import ParameterSpec, declare_parameters
+from snapflow_ros.ros.spin import spin_node
 
 DISTILLATION_SERVER_PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec(
@@ -79,23 +77,7 @@ class DistillationServer(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    executor = SingleThreadedExecutor()
-    try:
-        node = DistillationServer()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except SnapflowError as error:
-        print(f"distillation_server: error: {error}", flush=True)
-        raise SystemExit(2) from None
-    finally:
-        executor.shutdown()
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    spin_node("distillation_server", DistillationServer, args)
 
 
 if __name__ == "__main__":

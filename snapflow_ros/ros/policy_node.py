@@ -21,10 +21,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos_overriding_options import QoSOverridingOptions
@@ -47,6 +45,7 @@ from snapflow_ros.ros.parameters import (
     read_policy_node_config,
 )
 from snapflow_ros.ros.qos import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
+from snapflow_ros.ros.spin import spin_node
 from snapflow_ros.runtime.serving import PolicySlot, check_policy_source, load_served_policy
 from snapflow_ros.sensors.assembly import HoldError, ObservationAssembler
 from snapflow_ros.sensors.images import decode_compressed, decode_raw
@@ -309,26 +308,7 @@ class PolicyNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    # rclpy's MultiThreadedExecutor cost this node 10x in chunk rate with three 30 Hz cameras
-    # (snapflow bench-node); callbacks only store, and loading runs on its own thread anyway.
-    executor = SingleThreadedExecutor()
-    try:
-        node = PolicyNode()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (ConfigError, SnapflowError) as error:
-        # A bad configuration or checkpoint is the user's to fix: say what, without a traceback.
-        print(f"policy_node: error: {error}", flush=True)
-        raise SystemExit(2) from None
-    finally:
-        executor.shutdown()
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    spin_node("policy_node", PolicyNode, args)
 
 
 if __name__ == "__main__":
