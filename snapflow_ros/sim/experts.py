@@ -1,0 +1,43 @@
+"""Scripted experts in target form (what a policy outputs): Meta-World's own for its tasks, and
+the two-route expert of the detour task."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from snapflow_ros.sim.robot import ACTION_SCALE, MetaWorldRobot
+
+
+class Expert:
+    """Targets for the robot's current state; reset() at each episode start (picks a route)."""
+
+    def __init__(self, robot: MetaWorldRobot, seed: int) -> None:
+        from metaworld.policies import ENV_POLICY_MAP
+
+        self.robot = robot
+        self.rng = np.random.default_rng(seed)
+        self.scripted = None if robot.task.multimodal else ENV_POLICY_MAP[robot.task.env_name]()
+        self.side = 1.0
+        self.via_reached = False
+
+    def reset(self) -> None:
+        self.side = float(self.rng.choice((-1.0, 1.0)))
+        self.via_reached = False
+
+    def target(self) -> np.ndarray:
+        hand = self.robot.full_obs[:3]
+        if self.scripted is not None:
+            observation = self.robot.full_obs.copy()
+            observation[-3:] = self.robot.goal  # Meta-World's experts read the goal from the observation
+            action = np.clip(self.scripted.get_action(observation), -1.0, 1.0)
+            return np.append(hand + action[:3] * ACTION_SCALE, 0.0 if action[3] > 0 else 1.0)
+        goal, start = self.robot.goal, self.robot.start
+        direction = goal[:2] - start[:2]
+        normal = np.array([-direction[1], direction[0]]) / max(np.linalg.norm(direction), 1e-9)
+        via = np.append(self.robot.pillar + self.side * self.robot.task.detour * normal, (start[2] + goal[2]) / 2)
+        if not self.via_reached and np.linalg.norm(hand - via) < 0.02:
+            self.via_reached = True
+        waypoint = goal if self.via_reached else via
+        step = waypoint - hand
+        step *= min(1.0, ACTION_SCALE / max(np.linalg.norm(step), 1e-9))  # full speed, no overshoot
+        return np.append(hand + step, 1.0)

@@ -1,0 +1,116 @@
+"""MetaWorldRobot: one Meta-World environment as a position-controlled robot.
+
+State (what a JointState would carry): the end-effector position and the gripper opening,
+named STATE_NAMES. Actions use the same names: a target end-effector position and a target
+opening, which the robot tracks at Meta-World's speed limit (1 cm per step), like a position
+controller executing a JointTrajectory. Camera: the top view, rendered headless (EGL) with
+shadows and anti-aliasing off, and the goal drawn as a large green marker so it is visible at
+a few dozen pixels. Layouts are drawn from the robot's seed, one per reset.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from snapflow_ros.sim.tasks import SimTask
+
+STATE_NAMES = ("ee_x", "ee_y", "ee_z", "gripper")
+ACTION_SCALE = 0.01          # Meta-World: metres per step at action 1
+CAMERA = "topview"
+GOAL_MARKER_SIZE = 0.03      # metres; Meta-World's own goal site is a few millimetres
+
+
+@dataclass(frozen=True)
+class SimObservation:
+    image: np.ndarray   # (H, W, 3) uint8 RGB, or (0, 0, 3) when rendering is off
+    state: np.ndarray   # (4,) float64 in STATE_NAMES order
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    observation: SimObservation
+    success: bool
+    failure: str        # why the episode failed ("" while it has not)
+
+    @property
+    def done(self) -> bool:
+        return self.success or bool(self.failure)
+
+
+class MetaWorldRobot:
+    def __init__(self, task: SimTask, seed: int, image_size: int = 64, render: bool = True) -> None:
+        os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; osmesa also works
+        from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
+        import mujoco
+
+        self.task, self.image_size, self.render = task, image_size, render
+        env = ALL_V3_ENVIRONMENTS[task.env_name](render_mode="rgb_array" if render else None, camera_name=CAMERA,
+                                                width=image_size, height=image_size)
+        # A fresh layout every reset, drawn from this robot's seed (Meta-World freezes it by default).
+        env._partially_observable = False
+        env._freeze_rand_vec = False
+        env.seeded_rand_vec = True
+        env._set_task_called = True
+        env.seed(seed)
+        quality = env.model.vis.quality
+        quality.shadowsize, quality.offsamples = 0, 0  # 10x faster frames on a CPU
+        goal = mujoco.mj_name2id(env.model, mujoco.mjtObj.mjOBJ_SITE, "goal")
+        if goal >= 0:
+            env.model.site_size[goal] = GOAL_MARKER_SIZE
+            env.model.site_rgba[goal] = (0.1, 0.9, 0.1, 1.0)
+        self.env = env
+        self.default_start = np.array(env.hand_init_pos, dtype=np.float64)
+        self.rng = np.random.default_rng(seed)
+        self.steps = 0
+        self.full_obs = np.zeros(39)
+        self.start = np.zeros(3)
+
+    @property
+    def goal(self) -> np.ndarray:
+        return np.asarray(self.env._target_pos, dtype=np.float64)
+
+    @property
+    def pillar(self) -> np.ndarray:
+        """(x, y) of the detour task's invisible pillar: halfway from the start to the goal."""
+        return (self.start[:2] + self.goal[:2]) / 2
+
+    def reset(self) -> SimObservation:
+        jitter = self.rng.uniform(-1, 1, 3) * self.task.start_jitter
+        self.env.hand_init_pos = self.default_start + jitter
+        self.full_obs, _ = self.env.reset()
+        self.steps = 0
+        self.start = self.full_obs[:3].copy()
+        if self.task.goal is not None or self.task.planar:
+            goal = np.array(self.task.goal) if self.task.goal is not None else np.append(self.goal[:2], self.start[2])
+            self.env._target_pos = goal
+            self.env.model.site("goal").pos = goal
+        return self._observe()
+
+    def _observe(self) -> SimObservation:
+        image = self.env.render() if self.render else np.zeros((0, 0, 3), np.uint8)
+        state = np.concatenate([self.full_obs[:3], [np.clip(self.full_obs[3], 0.0, 1.0)]])
+        return SimObservation(np.ascontiguousarray(image), state)
+
+    def step(self, target: np.ndarray) -> StepOutcome:
+        """Moves toward `target` (STATE_NAMES order) for one environment step."""
+        target = np.asarray(target, dtype=np.float64)
+        if target.shape != (4,) or not np.all(np.isfinite(target)):
+            raise ValueError(f"target must be 4 finite values {STATE_NAMES}, got {target}")
+        delta = np.clip((target[:3] - self.full_obs[:3]) / ACTION_SCALE, -1.0, 1.0)
+        grip = 1.0 if target[3] < 0.5 else -1.0  # Meta-World: +1 closes, -1 opens
+        self.full_obs, _, _, _, info = self.env.step(np.append(delta, grip).astype(np.float32))
+        self.steps += 1
+        failure = ""
+        if self.task.multimodal and np.linalg.norm(self.full_obs[:2] - self.pillar) < self.task.pillar_radius:
+            failure = "hit the pillar"
+        success = bool(info["success"]) and not failure
+        if not success and not failure and self.steps >= self.task.max_steps:
+            failure = "out of steps"
+        return StepOutcome(self._observe(), success, failure)
+
+    def close(self) -> None:
+        self.env.close()

@@ -1,0 +1,43 @@
+"""The simulated tasks: Meta-World environments with an instruction, a step budget and an expert.
+
+reach-detour is the multi-modal one: an invisible pillar stands halfway between the hand's start
+and the (visible) goal; the expert passes it on the left or on the right at random, so the mean
+of its actions drives into the pillar, which ends the episode as a failure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from snapflow_ros.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SimTask:
+    name: str
+    env_name: str                  # Meta-World v3 environment
+    instruction: str
+    max_steps: int                 # environment steps before the episode counts as failed
+    pillar_radius: float = 0.0     # > 0: the invisible pillar of the detour task (metres)
+    detour: float = 0.0            # sideways offset of the expert's via point (metres)
+    planar: bool = False           # goal at the hand's start height (a top-view camera shows x, y only)
+    goal: tuple[float, float, float] | None = None  # fixed goal instead of Meta-World's random one
+    start_jitter: float = 0.0      # random offset of the hand's start position per axis (metres)
+
+    @property
+    def multimodal(self) -> bool:
+        return self.pillar_radius > 0
+
+
+TASKS: dict[str, SimTask] = {t.name: t for t in (
+    SimTask("reach", "reach-v3", "reach the goal", max_steps=100, planar=True),
+    SimTask("reach-detour", "reach-v3", "reach the goal around the pillar", max_steps=100,
+            pillar_radius=0.035, detour=0.09, goal=(0.0, 0.85, 0.2), start_jitter=0.03),
+    SimTask("button-press", "button-press-topdown-v3", "press the button", max_steps=120),
+)}
+
+
+def get_task(name: str) -> SimTask:
+    if name not in TASKS:
+        raise ConfigError(f"unknown sim task '{name}'; known: {sorted(TASKS)}")
+    return TASKS[name]

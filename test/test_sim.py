@@ -1,0 +1,114 @@
+"""The simulated robot (Meta-World, headless): experts solve every task, the detour task's pillar
+ends a straight run, layouts follow the seed, the camera shows the goal, demonstrations carry
+masked chunks of expert targets, and a closed-loop episode runs a policy like the node does."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from snapflow_ros.sim.experts import Expert
+from snapflow_ros.sim.robot import STATE_NAMES, MetaWorldRobot
+from snapflow_ros.sim.rollout import CAMERA, collect_demos, run_episode
+from snapflow_ros.sim.tasks import TASKS, get_task
+from snapflow_ros.errors import ConfigError
+
+
+def _expert_episode(robot: MetaWorldRobot, expert: Expert):
+    robot.reset()
+    expert.reset()
+    while True:
+        outcome = robot.step(expert.target())
+        if outcome.done:
+            return outcome
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_the_expert_solves_the_task(name):
+    robot = MetaWorldRobot(get_task(name), seed=3, render=False)
+    try:
+        expert = Expert(robot, seed=4)
+        outcomes = [_expert_episode(robot, expert) for _ in range(5)]
+    finally:
+        robot.close()
+    assert all(o.success for o in outcomes), [o.failure for o in outcomes]
+
+
+def test_detour_expert_takes_both_sides_and_a_straight_run_hits_the_pillar():
+    robot = MetaWorldRobot(get_task("reach-detour"), seed=0, render=False)
+    try:
+        expert = Expert(robot, seed=1)
+        sides = set()
+        for _ in range(6):
+            assert _expert_episode(robot, expert).success
+            sides.add(expert.side)
+        assert sides == {-1.0, 1.0}
+        robot.reset()
+        while True:  # the average of the two routes: straight at the goal
+            outcome = robot.step(np.append(robot.goal, 1.0))
+            if outcome.done:
+                break
+        assert outcome.failure == "hit the pillar" and not outcome.success
+    finally:
+        robot.close()
+
+
+def test_layouts_follow_the_seed_and_the_camera_shows_the_goal():
+    def goals(seed: int) -> np.ndarray:
+        robot = MetaWorldRobot(get_task("reach"), seed=seed, image_size=48)
+        try:
+            found = []
+            for _ in range(3):
+                observation = robot.reset()
+                found.append(robot.goal.copy())
+            image = observation.image
+            assert image.shape == (48, 48, 3) and image.dtype == np.uint8
+            assert observation.state.shape == (len(STATE_NAMES),)
+            green = (image[..., 1] > 150) & (image[..., 0] < 100) & (image[..., 2] < 100)
+            assert green.sum() >= 3  # the goal marker
+            return np.stack(found)
+        finally:
+            robot.close()
+
+    first = goals(5)
+    assert np.array_equal(first, goals(5)) and not np.allclose(first, goals(6))
+    assert len({tuple(g) for g in first}) == 3  # a new layout every reset
+    with pytest.raises(ConfigError, match="unknown sim task 'fly'"):
+        get_task("fly")
+
+
+def test_demonstrations_are_expert_target_chunks_masked_at_the_end():
+    task = get_task("reach-detour")
+    data = collect_demos(task, episodes=2, seed=0, chunk_size=6, image_size=32)
+    assert data.images[CAMERA].shape[1:] == (32, 32, 3) and data.states.shape[1] == 4
+    ends = np.flatnonzero(~data.action_masks[:, 1].numpy())  # last step of each episode
+    assert len(ends) == 2 and data.action_masks[ends[0]].tolist() == [True] + [False] * 5
+    # Consecutive samples of an episode see the target stream shifted by one step.
+    assert np.allclose(data.actions[0, 1:], data.actions[1, :-1])
+    assert data.instructions[0] == task.instruction
+
+
+class _ExpertPolicy:
+    """A ServedPolicy stand-in that answers with the expert's next targets."""
+
+    def __init__(self, expert: Expert) -> None:
+        self.expert, self.calls = expert, 0
+
+    def predict(self, observation, seed: int = 0) -> np.ndarray:
+        assert observation.images[CAMERA].ndim == 3 and observation.instruction
+        self.calls += 1
+        return np.stack([self.expert.target()] * 4)
+
+
+def test_closed_loop_episode_runs_a_policy_chunk_by_chunk():
+    robot = MetaWorldRobot(get_task("reach"), seed=0, image_size=32)
+    try:
+        expert = Expert(robot, seed=0)
+        expert.reset()
+        policy = _ExpertPolicy(expert)
+        result = run_episode(robot, policy, replan_every=1, seed=0)
+        assert result.success and result.steps == policy.calls == len(result.latencies_ms)
+        with pytest.raises(ValueError, match="4 finite values"):
+            robot.step(np.array([0.0, np.nan, 0.2, 1.0]))
+    finally:
+        robot.close()
