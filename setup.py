@@ -36,6 +36,7 @@ setup(
         "console_scripts": [
             "policy_node = snapflow_ros.ros.policy_node:main",
             "distillation_server = snapflow_ros.ros.distillation_server:main",
+            "sim_robot = snapflow_ros.ros.sim_robot:main",
             "snapflow = snapflow_ros.cli.main:main",
         ],
     },

@@ -108,6 +108,17 @@ def test_latest_at_respects_age_and_episode_start():
     assert split_by_gap(stamps, gap_ns=500) == [(0, 200), (1000, 1000)]
 
 
+def test_each_observation_is_paired_with_the_command_that_answered_it():
+    from snapflow_ros.bags.alignment import following_command
+
+    commands = np.array([2, 103, 205, 460], dtype=np.int64)  # issued just after observations 0, 100, 200
+    observed = np.array([0, 100, 199, 300, 400, 650], dtype=np.int64)
+    # 199: the command 6 ns later answers it (jitter); 300, 400: none within a period, so the one
+    # still in force if fresh enough; 650: too old.
+    assert following_command(commands, observed, period_ns=100, max_age_ns=150, not_before_ns=0).tolist() == \
+        [0, 1, 2, 2, 3, -1]
+
+
 def test_several_bags_concatenate_with_distinct_episodes(tmp_path, bags):
     second = write_demo_bag(tmp_path / "second", replace(SPEC, seed=7))
     data = load_bag_dataset([bags["sqlite3-raw"], second], SPEC.dataset_config(), chunk_size=4)

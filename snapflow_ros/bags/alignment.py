@@ -19,6 +19,17 @@ def latest_at(stamps: np.ndarray, ticks: np.ndarray, max_age_ns: int, not_before
     return np.where(ok, index, -1)
 
 
+def following_command(commands: np.ndarray, observed: np.ndarray, period_ns: int, max_age_ns: int,
+                      not_before_ns: int) -> np.ndarray:
+    """Index of the command that answered each observation (stamped `observed`): the first one
+    issued within a control period after it, else the latest one before it (still in force, at
+    most max_age_ns old); -1 where there is none. Referring to the observation's own stamp, not
+    the sampling tick, keeps pairs right when the recorded rate jitters around the tick grid."""
+    after = np.searchsorted(commands, observed, side="left")
+    answered = (after < len(commands)) & (commands[np.minimum(after, len(commands) - 1)] < observed + period_ns)
+    return np.where(answered, after, latest_at(commands, observed, max_age_ns, not_before_ns))
+
+
 def split_by_gap(stamps: np.ndarray, gap_ns: int) -> list[tuple[int, int]]:
     """(start, end) stamp windows of runs without a gap longer than gap_ns."""
     if len(stamps) == 0:

@@ -18,6 +18,7 @@ from snapflow_distill.data import ChunkSample, InMemoryChunkDataset
 
 from snapflow_ros.bags.alignment import (
     control_ticks,
+    following_command,
     latest_at,
     split_by_gap,
     split_by_markers,
@@ -200,10 +201,10 @@ class _BagSamples:
         joint_index = latest_at(self.joints.stamps, ticks, max_age, start)
         observed = (joint_index >= 0) & np.all([i >= 0 for i in frame_index], axis=0)
         if self.commands is not None:
-            # The command in force after observing tick k: the latest one before tick k+1,
-            # at most max_staleness older than tick k.
-            index = latest_at(streams[c.action_topic].stamps, ticks + period - 1, max_age + period - 1, start)
-            acted, tick_actions = index >= 0, self.commands[np.maximum(index, 0)]
+            index = following_command(streams[c.action_topic].stamps, self.joints.stamps[np.maximum(joint_index, 0)],
+                                      period, max_age, start)
+            acted = (joint_index >= 0) & (index >= 0)
+            tick_actions = self.commands[np.maximum(index, 0)]
         else:  # the next tick's joint positions
             following = np.append(joint_index[1:], -1)
             columns = [c.joint_names.index(n) for n in c.actions]

@@ -10,7 +10,6 @@ header stamps at sensing time and log times a few milliseconds later, idle gaps 
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import torch
 from snapflow_distill.synthetic import INSTRUCTION, expert_routes, render
 
 from snapflow_ros.bags.config import BagDatasetConfig
+from snapflow_ros.bags.typestore import writing_typestore
 from snapflow_ros.errors import ConfigError
 from snapflow_ros.policy.checkpoint import atomic_path
 from snapflow_ros.sensors.images import encode_compressed, encode_raw
@@ -69,28 +69,11 @@ class DemoBagSpec:
         return BagDatasetConfig(**(values | overrides))
 
 
-def _typestore():
-    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
-
-    store = get_typestore(Stores.ROS2_KILTED)
-    store.register(get_types_from_msg(_interface_text("ActionChunk"), COMMAND_TYPES["ActionChunk"]))
-    return store
-
-
-def _interface_text(name: str) -> str:
-    """A snapflow_interfaces message definition: installed share/ first, then the source tree."""
-    for root in (Path(sys.prefix) / "share" / "snapflow_interfaces", Path(__file__).resolve().parents[2] / "msg"):
-        path = root / "msg" / f"{name}.msg"
-        if path.is_file():
-            return path.read_text()
-    raise ConfigError(f"snapflow_interfaces/msg/{name}.msg not found (is snapflow_interfaces installed?)")
-
-
 def write_demo_bag(path: Path, spec: DemoBagSpec = DemoBagSpec()) -> Path:
     """Writes one bag directory at `path` (atomically: complete or absent). Returns the path."""
     from rosbags.rosbag2 import StoragePlugin, Writer
 
-    store = _typestore()
+    store = writing_typestore()
     T = store.types
     rng = np.random.default_rng(spec.seed)
     plugin = StoragePlugin.MCAP if spec.storage == "mcap" else StoragePlugin.SQLITE3

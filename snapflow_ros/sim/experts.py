@@ -18,11 +18,11 @@ class Expert:
         self.rng = np.random.default_rng(seed)
         self.scripted = None if robot.task.multimodal else ENV_POLICY_MAP[robot.task.env_name]()
         self.side = 1.0
-        self.via_reached = False
+        self.waypoint = 0
 
     def reset(self) -> None:
         self.side = float(self.rng.choice((-1.0, 1.0)))
-        self.via_reached = False
+        self.waypoint = 0
 
     def target(self) -> np.ndarray:
         hand = self.robot.full_obs[:3]
@@ -31,13 +31,17 @@ class Expert:
             observation[-3:] = self.robot.goal  # Meta-World's experts read the goal from the observation
             action = np.clip(self.scripted.get_action(observation), -1.0, 1.0)
             return np.append(hand + action[:3] * ACTION_SCALE, 0.0 if action[3] > 0 else 1.0)
-        goal, start = self.robot.goal, self.robot.start
-        direction = goal[:2] - start[:2]
-        normal = np.array([-direction[1], direction[0]]) / max(np.linalg.norm(direction), 1e-9)
-        via = np.append(self.robot.pillar + self.side * self.robot.task.detour * normal, (start[2] + goal[2]) / 2)
-        if not self.via_reached and np.linalg.norm(hand - via) < 0.02:
-            self.via_reached = True
-        waypoint = goal if self.via_reached else via
-        step = waypoint - hand
+        # Straight at the pillar, a sidestep past it on this episode's side, then on to the goal:
+        # the two routes part only just before the pillar, where their average stalls or hits it.
+        goal, start, pillar = self.robot.goal, self.robot.start, self.robot.pillar
+        direction = (goal[:2] - start[:2]) / max(np.linalg.norm(goal[:2] - start[:2]), 1e-9)
+        normal = np.array([-direction[1], direction[0]])
+        height = (start[2] + goal[2]) / 2
+        approach = pillar - (self.robot.task.pillar_radius + 0.03) * direction
+        waypoints = [np.append(approach, height), np.append(pillar + self.side * self.robot.task.detour * normal, height),
+                     goal]
+        while self.waypoint < len(waypoints) - 1 and np.linalg.norm(hand - waypoints[self.waypoint]) < 0.015:
+            self.waypoint += 1
+        step = waypoints[self.waypoint] - hand
         step *= min(1.0, ACTION_SCALE / max(np.linalg.norm(step), 1e-9))  # full speed, no overshoot
         return np.append(hand + step, 1.0)

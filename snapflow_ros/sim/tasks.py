@@ -32,7 +32,7 @@ class SimTask:
 TASKS: dict[str, SimTask] = {t.name: t for t in (
     SimTask("reach", "reach-v3", "reach the goal", max_steps=100, planar=True),
     SimTask("reach-detour", "reach-v3", "reach the goal around the pillar", max_steps=100,
-            pillar_radius=0.035, detour=0.09, goal=(0.0, 0.85, 0.2), start_jitter=0.03),
+            pillar_radius=0.05, detour=0.11, goal=(0.0, 0.85, 0.2), start_jitter=0.03),
     SimTask("button-press", "button-press-topdown-v3", "press the button", max_steps=120),
 )}
 
@@ -41,3 +41,13 @@ def get_task(name: str) -> SimTask:
     if name not in TASKS:
         raise ConfigError(f"unknown sim task '{name}'; known: {sorted(TASKS)}")
     return TASKS[name]
+
+
+def sim_bag_config(rate_hz: float):
+    """How bags recorded from sim_robot's topics are read (its expert's commands as actions)."""
+    from snapflow_ros.bags.config import BagDatasetConfig
+    from snapflow_ros.sim.robot import STATE_NAMES
+
+    return BagDatasetConfig(cameras={"top": "/camera/top/image_raw"}, joint_names=STATE_NAMES,
+                            instruction_topic="/instruction", action_topic="/joint_commands", rate_hz=rate_hz,
+                            max_staleness=1.5 / rate_hz, episode_split="topic", episode_topic="/episode_start")

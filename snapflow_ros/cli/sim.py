@@ -1,0 +1,129 @@
+"""`snapflow sim-eval`: closed-loop success on the simulated robot, teacher@10 vs naive teacher@1 vs
+student@1 (and optional other step counts), with 95% CIs, latency percentiles, JSON and a plot."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from snapflow_ros.cli.options import write_json
+
+
+def sim_eval(args: argparse.Namespace) -> dict:
+    import torch
+
+    from snapflow_ros.sim.evaluation import Candidate, evaluate_task, overall, write_plot
+    from snapflow_ros.sim.tasks import get_task
+
+    started = time.perf_counter()
+    candidates = [Candidate(f"teacher@{args.teacher_steps}", args.teacher, args.teacher_steps),
+                  *[Candidate(f"teacher@{n}", args.teacher, n) for n in args.extra_steps],
+                  Candidate("teacher@1", args.teacher, 1)]
+    if args.student:
+        candidates.append(Candidate("student@1", args.student, 1))
+    per_task = {}
+    for name in args.tasks:
+        per_task[name] = evaluate_task(get_task(name), candidates, args.episodes, args.seed, args.image_size,
+                                       args.replan_every,
+                                       progress=lambda line: print(f"sim-eval: {line}", file=sys.stderr, flush=True))
+    report = {"tasks": per_task, "overall": overall(per_task),
+              "settings": {"episodes_per_task": args.episodes, "seed": args.seed, "image_size": args.image_size,
+                           "replan_every": args.replan_every, "torch_threads": torch.get_num_threads()},
+              "wall_seconds": time.perf_counter() - started}
+    if args.plot:
+        write_plot(per_task, args.plot)
+        report["plot"] = str(args.plot)
+    print(format_table(report), file=sys.stderr)
+    return report
+
+
+def format_table(report: dict) -> str:
+    lines = [f"{'task':<14} {'policy':<12} {'success':>8} {'95% CI':>15} {'p50 ms':>8} {'p95 ms':>8}"]
+    for task, rows in report["tasks"].items():
+        for name, r in rows.items():
+            low, high = r["ci95"]
+            lines.append(f"{task:<14} {name:<12} {r['success_rate']:>7.0%} {f'[{low:.0%}, {high:.0%}]':>15} "
+                         f"{r['latency_ms']['p50']:>8.2f} {r['latency_ms']['p95']:>8.2f}")
+    for name, r in report["overall"].items():
+        low, high = r["ci95"]
+        lines.append(f"{'overall':<14} {name:<12} {r['success_rate']:>7.0%} {f'[{low:.0%}, {high:.0%}]':>15} "
+                     f"{r['latency_ms_p50_mean']:>8.2f}")
+    return "\n".join(lines)
+
+
+def sim_record(args: argparse.Namespace) -> dict:
+    from snapflow_ros.ros.sim_recording import record_demos
+
+    path, outcomes = record_demos(args.task, args.episodes, args.output, args.seed, args.image_size, args.rate_hz,
+                                  progress=lambda done, total: print(f"sim-record {args.task}: episode {done}/{total}",
+                                                                     file=sys.stderr, flush=True))
+    return {"bag": str(path), "task": args.task, **outcomes}
+
+
+def sim_demo(args: argparse.Namespace) -> int:
+    from snapflow_ros.ros.sim_demo import run_sim_demo
+    from snapflow_ros.sim.demo_config import SimDemoConfig
+
+    config = SimDemoConfig(workdir=args.workdir, tasks=tuple(args.tasks), demo_episodes=args.demo_episodes,
+                           teacher_steps=args.teacher_steps, student_steps=args.student_steps,
+                           eval_episodes=args.eval_episodes, ros_episodes=args.ros_episodes, seed=args.seed)
+    run_sim_demo(config)
+    return 0
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    from snapflow_ros.sim.demo_config import SimDemoConfig
+    from snapflow_ros.sim.tasks import TASKS
+
+    d = SimDemoConfig()
+    p = commands.add_parser("sim-demo", help="the main job: demos -> bags -> teacher -> SnapFlow over ROS -> "
+                            "hot swap -> closed loop, on the simulated robot",
+                            description="Record expert demonstrations through ROS into bags, train a teacher on "
+                            "them, distil a student through policy_node's distillation service while the node serves "
+                            "the robot, let the node hot-swap to it, drive the simulated robot with it through ROS, "
+                            "and measure teacher@10 / naive teacher@1 / student@1 closed loop. Bags and the teacher "
+                            "are cached in --workdir.")
+    p.add_argument("--workdir", type=Path, default=d.workdir, help=f"default: {d.workdir}")
+    p.add_argument("--tasks", nargs="+", default=list(d.tasks), choices=sorted(TASKS), help="simulated tasks")
+    p.add_argument("--demo-episodes", type=int, default=d.demo_episodes,
+                   help=f"expert episodes recorded per task (default: {d.demo_episodes})")
+    p.add_argument("--teacher-steps", type=int, default=d.teacher_steps, help=f"default: {d.teacher_steps}")
+    p.add_argument("--student-steps", type=int, default=d.student_steps, help=f"default: {d.student_steps}")
+    p.add_argument("--eval-episodes", type=int, default=d.eval_episodes,
+                   help=f"sim-eval episodes per task and policy (default: {d.eval_episodes})")
+    p.add_argument("--ros-episodes", type=int, default=d.ros_episodes,
+                   help=f"closed-loop episodes per task through ROS after the swap (default: {d.ros_episodes})")
+    p.add_argument("--seed", type=int, default=d.seed, help=f"default: {d.seed}")
+    p.set_defaults(run=sim_demo)
+
+    p = commands.add_parser("sim-record", help="record expert demonstrations of a simulated task as a bag",
+                            description="Run sim_robot in expert mode and record its topics (camera, joint states, "
+                            "the expert's joint_commands, instruction, episode_start) into an MCAP bag, through ROS "
+                            "like `ros2 bag record`. Read it with the config of snapflow_ros.sim.tasks.sim_bag_config.")
+    p.add_argument("--task", required=True, choices=sorted(TASKS), help="simulated task")
+    p.add_argument("--episodes", type=int, default=40, help="episodes to record (default: 40)")
+    p.add_argument("--output", type=Path, required=True, help="bag directory to write")
+    p.add_argument("--seed", type=int, default=0, help="seed of layouts and route choices (default: 0)")
+    p.add_argument("--image-size", type=int, default=32, help="camera image side in pixels (default: 32)")
+    p.add_argument("--rate-hz", type=float, default=20.0, help="control rate (default: 20)")
+    p.set_defaults(run=lambda a: write_json(sim_record(a), None))
+
+    p = commands.add_parser("sim-eval", help="closed-loop success on the simulated robot, with 95%% CIs",
+                            description="Run each policy for --episodes episodes per task on the Meta-World robot "
+                            "(same layouts for every policy), the way the node serves it, and report success with "
+                            "95%% Wilson intervals, failure reasons and per-chunk latency percentiles.")
+    p.add_argument("--teacher", type=Path, required=True, help="teacher checkpoint (run at --teacher-steps and 1 step)")
+    p.add_argument("--student", type=Path, default=None, help="SnapFlow student checkpoint (run at 1 step)")
+    p.add_argument("--tasks", nargs="+", default=sorted(TASKS), choices=sorted(TASKS), help="tasks (default: all)")
+    p.add_argument("--episodes", type=int, default=30, help="episodes per task and policy (default: 30)")
+    p.add_argument("--seed", type=int, default=1000, help="seed of the evaluation layouts (default: 1000)")
+    p.add_argument("--teacher-steps", type=int, default=10, help="teacher's expert passes (default: 10)")
+    p.add_argument("--extra-steps", type=int, nargs="*", default=[], help="also run the teacher at these step counts")
+    p.add_argument("--image-size", type=int, default=32, help="camera image side in pixels (default: 32)")
+    p.add_argument("--replan-every", type=int, default=2,
+                   help="environment steps executed per chunk (default: 2, as policy_node at 10 Hz drives sim_robot at 20 Hz)")
+    p.add_argument("--json", type=Path, default=Path("runs/sim-eval/report.json"), help="report file")
+    p.add_argument("--plot", type=Path, default=Path("runs/sim-eval/success_vs_latency.svg"), help="plot file (SVG)")
+    p.set_defaults(run=lambda a: write_json(sim_eval(a), a.json))

@@ -1,0 +1,176 @@
+"""sim_robot: the Meta-World robot as a ROS 2 node, stepping in real time at control_rate_hz.
+
+Publishes: camera/top/image_raw (Image rgb8) or camera/top/compressed (CompressedImage jpeg),
+           joint_states (JointState: ee_x, ee_y, ee_z, gripper), instruction (latched String),
+           episode_start (String, at each reset), ~/episode_result (snapflow_interfaces/EpisodeResult);
+           in expert mode also joint_commands (JointTrajectory: the expert's target, one point).
+Executes:  action_chunk (snapflow_interfaces/ActionChunk) or joint_trajectory (JointTrajectory)
+           in policy mode. Action j of a chunk is the target of the step that ends at
+           start + (j + 1) * dt; chunks computed before the current episode began are ignored;
+           with no usable chunk the robot holds its position.
+Every tick: step the simulation with the target in force, then publish what the camera and the
+joints see, stamped now. Episodes end in success, failure (pillar, out of steps) or after
+max_steps, and the robot resets to a new layout.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import CompressedImage, Image, JointState
+from snapflow_interfaces.msg import ActionChunk, EpisodeResult
+from std_msgs.msg import String
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from snapflow_ros.errors import ConfigError
+from snapflow_ros.ros.conversions import msg_to_chunk, ns_to_time, time_to_ns
+from snapflow_ros.ros.parameters import ParameterSpec, declare_parameters
+from snapflow_ros.ros.qos import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
+from snapflow_ros.ros.spin import spin_node
+from snapflow_ros.sensors.images import encode_compressed, encode_raw
+from snapflow_ros.sim.experts import Expert
+from snapflow_ros.sim.robot import STATE_NAMES, MetaWorldRobot
+from snapflow_ros.sim.tasks import get_task
+
+SIM_ROBOT_PARAMETERS: tuple[ParameterSpec, ...] = (
+    ParameterSpec("task", Parameter.Type.STRING, "reach-detour", "Simulated task (snapflow_ros.sim.tasks).",
+                  read_only=True),
+    ParameterSpec("mode", Parameter.Type.STRING, "policy",
+                  "policy: execute incoming chunks; expert: the scripted expert drives and its targets are "
+                  "published on joint_commands (recording demonstrations).", read_only=True),
+    ParameterSpec("seed", Parameter.Type.INTEGER, 0, "Seed of the layouts (and of the expert's route choices).",
+                  read_only=True),
+    ParameterSpec("episodes", Parameter.Type.INTEGER, 0, "Stop stepping after this many episodes; 0: never.",
+                  range=(0, 1_000_000), read_only=True),
+    ParameterSpec("control_rate_hz", Parameter.Type.DOUBLE, 20.0, "Simulation steps (and observations) per second.",
+                  range=(1.0, 200.0), read_only=True),
+    ParameterSpec("image_size", Parameter.Type.INTEGER, 32, "Camera image side in pixels.", range=(16, 512),
+                  read_only=True),
+    ParameterSpec("camera_format", Parameter.Type.STRING, "raw", "raw (Image rgb8) or compressed (jpeg).",
+                  read_only=True),
+)
+
+
+class SimRobotNode(Node):
+    def __init__(self, **kwargs) -> None:
+        super().__init__("sim_robot", **kwargs)
+        declare_parameters(self, SIM_ROBOT_PARAMETERS)
+        value = {spec.name: self.get_parameter(spec.name).value for spec in SIM_ROBOT_PARAMETERS}
+        if value["mode"] not in ("policy", "expert"):
+            raise ConfigError(f"parameter 'mode' must be policy or expert, got {value['mode']!r}")
+        if value["camera_format"] not in ("raw", "compressed"):
+            raise ConfigError(f"parameter 'camera_format' must be raw or compressed, got {value['camera_format']!r}")
+        self.task = get_task(value["task"])
+        self.expert_mode = value["mode"] == "expert"
+        self.max_episodes = value["episodes"]
+        self.compressed = value["camera_format"] == "compressed"
+        self.dt_ns = round(1e9 / value["control_rate_hz"])
+        self.robot = MetaWorldRobot(self.task, value["seed"], value["image_size"])
+        self.expert = Expert(self.robot, value["seed"] + 1) if self.expert_mode else None
+        self.results: list[EpisodeResult] = []
+        self.chunk = None  # (actions, start_ns, dt_ns) of the newest usable chunk
+
+        camera_topic = "camera/top/compressed" if self.compressed else "camera/top/image_raw"
+        self.camera_publisher = self.create_publisher(CompressedImage if self.compressed else Image, camera_topic,
+                                                      SENSOR_QOS)
+        self.joint_publisher = self.create_publisher(JointState, "joint_states", SENSOR_QOS)
+        self.instruction_publisher = self.create_publisher(String, "instruction", LATCHED_QOS)
+        self.episode_publisher = self.create_publisher(String, "episode_start", LATCHED_QOS)
+        self.result_publisher = self.create_publisher(EpisodeResult, "~/episode_result", COMMAND_QOS)
+        self.command_publisher = self.create_publisher(JointTrajectory, "joint_commands", COMMAND_QOS)
+        if not self.expert_mode:
+            self.create_subscription(ActionChunk, "action_chunk", self.chunk_callback, COMMAND_QOS)
+            self.create_subscription(JointTrajectory, "joint_trajectory", self.trajectory_callback, COMMAND_QOS)
+        self._start_episode()
+        self.timer = self.create_timer(1.0 / value["control_rate_hz"], self.tick)
+
+    # --- commands in ------------------------------------------------------------------------
+    def chunk_callback(self, msg: ActionChunk) -> None:
+        chunk = msg_to_chunk(msg)
+        if chunk.observation_stamp_ns >= self.episode_start_ns and chunk.joint_names == STATE_NAMES:
+            self.chunk = (chunk.actions, chunk.start_ns, round(chunk.dt_s * 1e9))
+
+    def trajectory_callback(self, msg: JointTrajectory) -> None:
+        if tuple(msg.joint_names) != STATE_NAMES or len(msg.points) < 2:
+            return
+        start = time_to_ns(msg.header.stamp)
+        if start >= self.episode_start_ns:
+            step = msg.points[1].time_from_start
+            actions = np.array([p.positions for p in msg.points])
+            self.chunk = (actions, start, step.sec * 1_000_000_000 + step.nanosec)
+
+    def _target(self, now_ns: int) -> np.ndarray:
+        if self.expert_mode:
+            return self.pending
+        hold = np.append(self.robot.full_obs[:3], self.robot.full_obs[3])
+        if self.chunk is None:
+            return hold
+        actions, start, dt = self.chunk
+        index = round((now_ns - start) / dt) - 1  # the step ending now
+        return actions[min(max(index, 0), len(actions) - 1)] if index < len(actions) else hold
+
+    # --- the loop ---------------------------------------------------------------------------
+    def tick(self) -> None:
+        if self.max_episodes and len(self.results) >= self.max_episodes:
+            return
+        now = self.get_clock().now().nanoseconds
+        outcome = self.robot.step(self._target(now))
+        if outcome.done:
+            self._finish(outcome)
+            return
+        self._publish(outcome.observation, now)
+
+    def _start_episode(self) -> None:
+        self.chunk = None
+        observation = self.robot.reset()
+        self.episode_start_ns = self.get_clock().now().nanoseconds
+        if self.expert:
+            self.expert.reset()
+        self.episode_publisher.publish(String(data=f"{self.task.name} episode {len(self.results)}"))
+        self.instruction_publisher.publish(String(data=self.task.instruction))
+        self._publish(observation, self.episode_start_ns)
+
+    def _finish(self, outcome) -> None:
+        result = EpisodeResult(task=self.task.name, episode=len(self.results), success=outcome.success,
+                               failure=outcome.failure, steps=self.robot.steps)
+        result.header.stamp = self.get_clock().now().to_msg()
+        self.results.append(result)
+        self.result_publisher.publish(result)
+        self.get_logger().info(f"episode {result.episode}: {'success' if result.success else result.failure} "
+                               f"after {result.steps} steps")
+        if not self.max_episodes or len(self.results) < self.max_episodes:
+            self._start_episode()
+
+    def _publish(self, observation, stamp_ns: int) -> None:
+        stamp = ns_to_time(stamp_ns)
+        if self.compressed:
+            image = CompressedImage(format="jpeg", data=encode_compressed(observation.image))
+        else:
+            height, width, step, data = encode_raw(observation.image)
+            image = Image(height=height, width=width, encoding="rgb8", step=step, data=data)
+        image.header.stamp = stamp
+        self.camera_publisher.publish(image)
+        joints = JointState(name=list(STATE_NAMES), position=observation.state.tolist())
+        joints.header.stamp = stamp
+        self.joint_publisher.publish(joints)
+        if self.expert_mode:
+            # The command in force after this observation, issued right after it.
+            self.pending = self.expert.target()
+            command = JointTrajectory(joint_names=list(STATE_NAMES),
+                                      points=[JointTrajectoryPoint(positions=self.pending.tolist())])
+            command.header.stamp = self.get_clock().now().to_msg()
+            self.command_publisher.publish(command)
+
+    def destroy_node(self) -> None:
+        if hasattr(self, "robot"):
+            self.robot.close()
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> None:
+    spin_node("sim_robot", SimRobotNode, args)
+
+
+if __name__ == "__main__":
+    main()

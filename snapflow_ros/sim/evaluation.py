@@ -1,0 +1,131 @@
+"""Closed-loop success of several policies on the simulated tasks, with 95% confidence intervals
+and latency percentiles, as a JSON report and a success-vs-latency plot (SVG, no plotting library).
+
+Every candidate of a task meets the same layouts: the robot is rebuilt from the same seed for
+each, so the comparison is paired.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from snapflow_ros.runtime.serving import load_served_policy
+from snapflow_ros.sim.robot import MetaWorldRobot
+from snapflow_ros.sim.rollout import EpisodeResult, run_episode
+from snapflow_ros.sim.tasks import SimTask
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str          # e.g. "student@1"
+    checkpoint: Path
+    steps: int         # expert passes per chunk
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a success rate (sound at 0% and 100%, unlike the normal one)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def summarize(results: list[EpisodeResult]) -> dict:
+    successes = sum(r.success for r in results)
+    latencies = np.array([value for r in results for value in r.latencies_ms])
+    low, high = wilson_interval(successes, len(results))
+    return {"episodes": len(results), "successes": successes, "success_rate": successes / max(len(results), 1),
+            "ci95": [low, high], "failures": dict(Counter(r.failure for r in results if not r.success)),
+            "mean_steps": float(np.mean([r.steps for r in results])) if results else 0.0,
+            "latency_ms": {f"p{q}": float(np.percentile(latencies, q)) for q in (50, 95, 99)}
+            if len(latencies) else {}}
+
+
+def evaluate_task(task: SimTask, candidates: list[Candidate], episodes: int, seed: int, image_size: int,
+                  replan_every: int, progress: Callable[[str], None] | None = None) -> dict:
+    report = {}
+    for candidate in candidates:
+        policy = load_served_policy(candidate.checkpoint, "torch", "cpu", candidate.steps)
+        robot = MetaWorldRobot(task, seed=seed, image_size=image_size)
+        try:
+            results = []
+            for episode in range(episodes):
+                results.append(run_episode(robot, policy, replan_every, seed=seed + episode))
+                if progress:
+                    progress(f"{task.name} {candidate.name}: {sum(r.success for r in results)}/{episode + 1}")
+        finally:
+            robot.close()
+        report[candidate.name] = summarize(results) | {"checkpoint": str(candidate.checkpoint),
+                                                       "steps": candidate.steps}
+    return report
+
+
+def overall(per_task: dict[str, dict]) -> dict:
+    """Pooled over tasks: successes and episodes summed; latency percentiles averaged."""
+    names = next(iter(per_task.values())).keys()
+    pooled = {}
+    for name in names:
+        rows = [task[name] for task in per_task.values()]
+        successes, n = sum(r["successes"] for r in rows), sum(r["episodes"] for r in rows)
+        low, high = wilson_interval(successes, n)
+        pooled[name] = {"episodes": n, "successes": successes, "success_rate": successes / max(n, 1),
+                        "ci95": [low, high],
+                        "latency_ms_p50_mean": float(np.mean([r["latency_ms"]["p50"] for r in rows]))}
+    return pooled
+
+
+def write_plot(per_task: dict[str, dict], path: Path) -> None:
+    """Success rate (with 95% CI) against p50 latency, one colour per policy, one mark per task."""
+    width, height, margin = 640, 420, 60
+    points = [(task, name, r) for task, rows in per_task.items() for name, r in rows.items()]
+    max_latency = max(r["latency_ms"]["p50"] for _, _, r in points) * 1.15
+    colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
+    names = list(dict.fromkeys(name for _, name, _ in points))
+    tasks = list(per_task)
+
+    def x(latency: float) -> float:
+        return margin + latency / max_latency * (width - 2 * margin)
+
+    def y(rate: float) -> float:
+        return height - margin - rate * (height - 2 * margin)
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+             'font-size="12">', '<rect width="100%" height="100%" fill="white"/>',
+             f'<line x1="{margin}" y1="{y(0)}" x2="{width - margin}" y2="{y(0)}" stroke="black"/>',
+             f'<line x1="{margin}" y1="{y(0)}" x2="{margin}" y2="{y(1)}" stroke="black"/>',
+             f'<text x="{width / 2}" y="{height - 15}" text-anchor="middle">p50 latency per chunk (ms)</text>',
+             f'<text x="15" y="{height / 2}" transform="rotate(-90 15 {height / 2})" text-anchor="middle">'
+             'closed-loop success (95% CI)</text>']
+    for tick in range(0, 11, 2):
+        parts.append(f'<text x="{margin - 8}" y="{y(tick / 10) + 4}" text-anchor="end">{tick * 10}%</text>')
+    for i in range(5):
+        latency = max_latency * i / 4
+        parts.append(f'<text x="{x(latency)}" y="{y(0) + 18}" text-anchor="middle">{latency:.1f}</text>')
+    markers = ["circle", "rect", "diamond"]
+    for task, name, r in points:
+        colour = colours[names.index(name) % len(colours)]
+        px, (low, high) = x(r["latency_ms"]["p50"]), r["ci95"]
+        parts.append(f'<line x1="{px}" y1="{y(low)}" x2="{px}" y2="{y(high)}" stroke="{colour}"/>')
+        py, shape = y(r["success_rate"]), markers[tasks.index(task) % len(markers)]
+        if shape == "circle":
+            parts.append(f'<circle cx="{px}" cy="{py}" r="5" fill="{colour}"/>')
+        elif shape == "rect":
+            parts.append(f'<rect x="{px - 5}" y="{py - 5}" width="10" height="10" fill="{colour}"/>')
+        else:
+            parts.append(f'<polygon points="{px},{py - 6} {px + 6},{py} {px},{py + 6} {px - 6},{py}" fill="{colour}"/>')
+    for i, name in enumerate(names):
+        parts.append(f'<text x="{width - margin + 5}" y="{margin + 16 * i}" fill="{colours[i % len(colours)]}" '
+                     f'text-anchor="end">{name}</text>')
+    for i, task in enumerate(tasks):
+        parts.append(f'<text x="{margin + 10}" y="{margin + 16 * i}">{["●", "■", "◆"][i % 3]} {task}</text>')
+    parts.append("</svg>")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(parts) + "\n")

@@ -1,0 +1,104 @@
+"""The simulated robot over ROS 2 (real rclpy, isolated domain): demonstrations recorded through
+its topics into a bag that trains as-is, chunk execution in policy mode with episode results,
+recordings that are discarded unless closed, and the main job end to end at toy size."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from snapflow_ros.bags.dataset import load_bag_dataset
+from snapflow_ros.sim.robot import STATE_NAMES
+from snapflow_ros.sim.tasks import sim_bag_config
+
+pytestmark = pytest.mark.ros
+
+
+def test_demonstrations_recorded_through_ros_become_training_samples(tmp_path):
+    from snapflow_ros.ros.sim_recording import record_demos
+
+    bag, outcome = record_demos("reach-detour", 2, tmp_path / "bag", seed=0, image_size=32)
+    assert outcome["successes"] == 2 and outcome["messages"]["/instruction"] == 2
+    data = load_bag_dataset([bag], sim_bag_config(20.0), chunk_size=6)
+    assert int(data.episodes.max()) == 1  # split at /episode_start
+    assert len(data) >= outcome["messages"]["/joint_states"] - 4  # at most a tick per episode edge lost
+    assert data.frames["top"].shape[1:] == (32, 32, 3)
+    # Each action is the expert's target issued after the observation: at most 1 cm away.
+    step = (data.actions[:, 0, :3] - data.states[:, :3]).norm(dim=1)
+    assert float(step.max()) <= 0.0101 and float(step.mean()) > 0.003
+    assert set(data.instructions) == {"reach the goal around the pillar"}
+
+
+def test_policy_mode_executes_chunks_and_reports_episodes(ros):
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import JointState
+    from snapflow_interfaces.msg import EpisodeResult
+
+    from snapflow_ros.ros.conversions import chunk_to_msg, time_to_ns
+    from snapflow_ros.ros.qos import COMMAND_QOS, SENSOR_QOS
+    from snapflow_ros.ros.sim_robot import SimRobotNode
+
+    robot = ros.node(SimRobotNode, parameter_overrides=[Parameter("task", value="reach"), Parameter("episodes", value=2),
+                                                        Parameter("control_rate_hz", value=50.0)])
+    driver = ros.node(Node, "driver")
+    publisher = driver.create_publisher(type(chunk_to_msg(_chunk(np.zeros((1, 4)), 0))), "action_chunk", COMMAND_QOS)
+    results: list = []
+    driver.create_subscription(EpisodeResult, "sim_robot/episode_result", results.append, COMMAND_QOS)
+
+    def steer(msg: JointState) -> None:  # a perfect policy: 1 cm steps straight at the goal
+        hand, goal = np.array(msg.position[:3]), robot.robot.goal
+        targets = [hand + (goal - hand) * min(1.0, 0.01 * (k + 1) / max(np.linalg.norm(goal - hand), 1e-9))
+                   for k in range(6)]
+        stamp = time_to_ns(msg.header.stamp)
+        publisher.publish(chunk_to_msg(_chunk(np.array([np.append(t, 1.0) for t in targets]), stamp,
+                                              dt_s=robot.dt_ns * 1e-9)))
+
+    driver.create_subscription(JointState, "joint_states", steer, SENSOR_QOS)
+    assert ros.spin_until(lambda: len(results) == 2, 60.0)
+    assert all(r.success and r.task == "reach" for r in results), [r.failure for r in results]
+    assert [r.episode for r in results] == [0, 1]
+
+
+def _chunk(actions: np.ndarray, stamp_ns: int, dt_s: float = 0.05):
+    from snapflow_ros.policy.chunk import ActionChunk
+
+    return ActionChunk(actions=actions.astype(np.float32), joint_names=STATE_NAMES, dt_s=dt_s, policy_id="test",
+                       denoising_steps=1, observation_stamp_ns=stamp_ns, start_ns=stamp_ns, inference_latency_s=0.0,
+                       sequence=0)
+
+
+def test_a_recording_that_is_not_closed_leaves_no_bag(ros, tmp_path):
+    from std_msgs.msg import String
+
+    from snapflow_ros.ros.bag_recorder import BagRecorder
+    from snapflow_ros.ros.qos import LATCHED_QOS
+
+    recorder = ros.node(BagRecorder, {"/instruction": (String, LATCHED_QOS)}, tmp_path / "bag")
+    ros.spin_for(0.2)
+    recorder.destroy_node()
+    ros.nodes.remove(recorder)
+    assert not (tmp_path / "bag").exists() and not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_main_job_end_to_end_at_toy_size(tmp_path):
+    import subprocess
+
+    workdir = tmp_path / "demo"
+    result = subprocess.run([str(Path(sys.executable).parent / "snapflow"), "sim-demo", "--workdir", str(workdir),
+                             "--tasks", "reach", "reach-detour", "--demo-episodes", "3", "--teacher-steps", "20",
+                             "--student-steps", "10", "--eval-episodes", "2", "--ros-episodes", "1"],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "hot swap: chunks now come from" in result.stderr
+    report = json.loads((workdir / "report.json").read_text())
+    assert set(report["tasks"]) == {"reach", "reach-detour"}
+    assert set(report["tasks"]["reach"]) == {"teacher@10", "teacher@1", "student@1"}
+    assert report["ros_closed_loop_student"]["reach"]["episodes"] == 1
+    assert (workdir / "success_vs_latency.svg").read_text().startswith("<svg")
+    assert "student@1" in result.stdout  # the table
