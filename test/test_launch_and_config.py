@@ -140,3 +140,22 @@ def test_documented_bag_dataset_config_loads():
     config = BagDatasetConfig.from_yaml(REPO / "config" / "bag_dataset.yaml")
     assert config.cameras == {"front": "/camera/front/image_raw", "wrist": "/camera/wrist/compressed"}
     assert "/joint_commands" in config.topics() and len(config.joint_names) == 7
+
+
+def test_sim_launch_and_params_name_what_the_nodes_declare(ros):
+    from rclpy.parameter import Parameter
+
+    from snapflow_ros.ros.policy_node import PolicyNode
+    from snapflow_ros.ros.sim_robot import SIM_ROBOT_PARAMETERS
+
+    path = REPO / "launch" / "sim.launch.py"
+    tree = ast.parse(path.read_text(), filename=str(path))
+    assert _string_args(_calls(tree, "LaunchConfiguration")) <= _string_args(_calls(tree, "DeclareLaunchArgument"))
+    scripts = {ep.name for ep in entry_points(group="console_scripts")}
+    executables = {next(k.value.value for k in call.keywords if k.arg == "executable") for call in _calls(tree, "Node")}
+    assert executables == {"sim_robot", "policy_node"} and executables <= scripts
+    params = yaml.safe_load((REPO / "config" / "sim_robot.yaml").read_text())
+    assert set(params["sim_robot"]["ros__parameters"]) == {spec.name for spec in SIM_ROBOT_PARAMETERS}
+    node_params = params["policy_node"]["ros__parameters"]
+    node = ros.node(PolicyNode, parameter_overrides=[Parameter(k, value=v) for k, v in node_params.items()])
+    assert node.config.cameras == ("top",) and node.config.watermark == 0.9

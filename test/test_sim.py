@@ -112,3 +112,31 @@ def test_closed_loop_episode_runs_a_policy_chunk_by_chunk():
             robot.step(np.array([0.0, np.nan, 0.2, 1.0]))
     finally:
         robot.close()
+
+
+def test_wilson_interval_matches_known_values():
+    from snapflow_ros.sim.evaluation import wilson_interval
+
+    low, high = wilson_interval(10, 20)  # 50%: the textbook interval [0.299, 0.701]
+    assert abs(low - 0.2993) < 1e-3 and abs(high - 0.7007) < 1e-3
+    assert wilson_interval(0, 30)[0] == 0.0 and 0.10 < wilson_interval(0, 30)[1] < 0.12
+    assert wilson_interval(30, 30)[1] == 1.0
+
+
+def test_report_pools_tasks_and_plots_every_policy(tmp_path):
+    from snapflow_ros.sim.evaluation import EpisodeResult, overall, summarize, write_plot
+
+    def rows(successes: int, latency: float) -> dict:
+        results = [EpisodeResult(i < successes, "" if i < successes else "hit the pillar", 40, [latency]) for i in range(10)]
+        return summarize(results)
+
+    per_task = {"a": {"teacher@10": rows(9, 8.0), "teacher@1": rows(3, 2.0)},
+                "b": {"teacher@10": rows(7, 9.0), "teacher@1": rows(5, 2.5)}}
+    assert per_task["a"]["teacher@1"]["failures"] == {"hit the pillar": 7}
+    pooled = overall(per_task)
+    assert pooled["teacher@10"]["successes"] == 16 and pooled["teacher@10"]["episodes"] == 20
+    assert pooled["teacher@1"]["latency_ms_p50_mean"] == 2.25
+    write_plot(per_task, tmp_path / "plot.svg")
+    svg = (tmp_path / "plot.svg").read_text()
+    assert svg.startswith("<svg") and svg.count("<circle") == 2 and svg.count("<rect x=") == 2
+    assert "teacher@10" in svg and "teacher@1" in svg

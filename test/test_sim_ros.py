@@ -33,20 +33,25 @@ def test_demonstrations_recorded_through_ros_become_training_samples(tmp_path):
     assert set(data.instructions) == {"reach the goal around the pillar"}
 
 
-def test_policy_mode_executes_chunks_and_reports_episodes(ros):
+@pytest.mark.parametrize("command", ["action_chunk", "joint_trajectory"])
+def test_policy_mode_executes_chunks_and_reports_episodes(ros, command):
     from rclpy.node import Node
     from rclpy.parameter import Parameter
     from sensor_msgs.msg import JointState
     from snapflow_interfaces.msg import EpisodeResult
 
-    from snapflow_ros.ros.conversions import chunk_to_msg, time_to_ns
+    from trajectory_msgs.msg import JointTrajectory
+
+    from snapflow_ros.ros.conversions import chunk_to_msg, chunk_to_trajectory, time_to_ns
     from snapflow_ros.ros.qos import COMMAND_QOS, SENSOR_QOS
     from snapflow_ros.ros.sim_robot import SimRobotNode
 
     robot = ros.node(SimRobotNode, parameter_overrides=[Parameter("task", value="reach"), Parameter("episodes", value=2),
                                                         Parameter("control_rate_hz", value=50.0)])
     driver = ros.node(Node, "driver")
-    publisher = driver.create_publisher(type(chunk_to_msg(_chunk(np.zeros((1, 4)), 0))), "action_chunk", COMMAND_QOS)
+    as_message = chunk_to_msg if command == "action_chunk" else chunk_to_trajectory
+    message_type = type(chunk_to_msg(_chunk(np.zeros((1, 4)), 0))) if command == "action_chunk" else JointTrajectory
+    publisher = driver.create_publisher(message_type, command, COMMAND_QOS)
     results: list = []
     driver.create_subscription(EpisodeResult, "sim_robot/episode_result", results.append, COMMAND_QOS)
 
@@ -55,8 +60,8 @@ def test_policy_mode_executes_chunks_and_reports_episodes(ros):
         targets = [hand + (goal - hand) * min(1.0, 0.01 * (k + 1) / max(np.linalg.norm(goal - hand), 1e-9))
                    for k in range(6)]
         stamp = time_to_ns(msg.header.stamp)
-        publisher.publish(chunk_to_msg(_chunk(np.array([np.append(t, 1.0) for t in targets]), stamp,
-                                              dt_s=robot.dt_ns * 1e-9)))
+        publisher.publish(as_message(_chunk(np.array([np.append(t, 1.0) for t in targets]), stamp,
+                                            dt_s=robot.dt_ns * 1e-9)))
 
     driver.create_subscription(JointState, "joint_states", steer, SENSOR_QOS)
     assert ros.spin_until(lambda: len(results) == 2, 60.0)

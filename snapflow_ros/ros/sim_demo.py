@@ -43,6 +43,9 @@ from snapflow_ros.sim.robot import STATE_NAMES
 from snapflow_ros.sim.tasks import sim_bag_config
 
 
+REPLAN_EVERY = 8  # the teacher's chunk size (train-teacher's default)
+
+
 def log(message: str) -> None:
     print(f"sim-demo: {message}", file=sys.stderr, flush=True)
 
@@ -130,7 +133,9 @@ class RosSession:
         params = config.workdir / "policy_node.yaml"
         params.write_text(yaml.safe_dump({"/**": {"ros__parameters": {
             "checkpoint": str(teacher), "joint_names": list(STATE_NAMES), "cameras": ["top"],
-            "chunk_rate_hz": 10.0, "action_dt": 1.0 / config.rate_hz, "max_input_age": 0.5,
+            # A new chunk once 90% of the previous one is executed (checked at 20 Hz), as sim-eval's
+            # replan_every = chunk size: a policy commits to a route for a whole chunk.
+            "chunk_rate_hz": 20.0, "watermark": 0.9, "action_dt": 1.0 / config.rate_hz, "max_input_age": 0.5,
             "distillation_threads": 1}}}))
         log(f"ROS: policy_node serving the teacher (ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']}, localhost)")
         self.node_process = subprocess.Popen(_python("snapflow_ros.ros.policy_node", "--ros-args", "--params-file",
@@ -257,7 +262,7 @@ def run_sim_demo(config: SimDemoConfig) -> dict:
     candidates = [Candidate("teacher@10", teacher, 10), Candidate("teacher@1", teacher, 1),
                   Candidate("student@1", student, 1)]
     per_task = {task: evaluate_task(get_task(task), candidates, config.eval_episodes, config.seed + 1000 + i,
-                                    config.image_size, replan_every=2)
+                                    config.image_size, replan_every=REPLAN_EVERY)
                 for i, task in enumerate(config.tasks)}
     report = {"tasks": per_task, "overall": overall(per_task), "ros_closed_loop_student": ros_results,
               "settings": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},

@@ -37,7 +37,7 @@ class Expert:
         direction = (goal[:2] - start[:2]) / max(np.linalg.norm(goal[:2] - start[:2]), 1e-9)
         normal = np.array([-direction[1], direction[0]])
         height = (start[2] + goal[2]) / 2
-        approach = pillar - (self.robot.task.pillar_radius + 0.03) * direction
+        approach = pillar - (self.robot.task.pillar_radius + 0.05) * direction
         waypoints = [np.append(approach, height), np.append(pillar + self.side * self.robot.task.detour * normal, height),
                      goal]
         while self.waypoint < len(waypoints) - 1 and np.linalg.norm(hand - waypoints[self.waypoint]) < 0.015:

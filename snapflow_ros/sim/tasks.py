@@ -32,7 +32,7 @@ class SimTask:
 TASKS: dict[str, SimTask] = {t.name: t for t in (
     SimTask("reach", "reach-v3", "reach the goal", max_steps=100, planar=True),
     SimTask("reach-detour", "reach-v3", "reach the goal around the pillar", max_steps=100,
-            pillar_radius=0.05, detour=0.11, goal=(0.0, 0.85, 0.2), start_jitter=0.03),
+            pillar_radius=0.05, detour=0.14, goal=(0.0, 0.85, 0.2), start_jitter=0.03),
     SimTask("button-press", "button-press-topdown-v3", "press the button", max_steps=120),
 )}
 
