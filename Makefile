@@ -8,9 +8,9 @@ export SNAPFLOW_VENV := $(abspath $(VENV))
 setup:
 	@scripts/setup.sh
 
-# The main job: policy node + fake robot on an isolated localhost domain, chunks printed.
+# The main job: simulated robot -> bags -> teacher -> SnapFlow over ROS -> hot swap -> closed-loop table.
 demo: setup
-	$(VENV)/bin/snapflow demo
+	$(VENV)/bin/snapflow sim-demo
 
 # The whole test suite, slow end-to-end tests included (what CI runs).
 test: setup

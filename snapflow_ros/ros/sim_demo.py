@@ -261,8 +261,11 @@ def run_sim_demo(config: SimDemoConfig) -> dict:
     log(f"sim-eval: {config.eval_episodes} episodes per task and policy")
     candidates = [Candidate("teacher@10", teacher, 10), Candidate("teacher@1", teacher, 1),
                   Candidate("student@1", student, 1)]
+    done = f"/{config.eval_episodes}"
     per_task = {task: evaluate_task(get_task(task), candidates, config.eval_episodes, config.seed + 1000 + i,
-                                    config.image_size, replan_every=REPLAN_EVERY)
+                                    config.image_size, replan_every=REPLAN_EVERY,
+                                    progress=lambda line: log(f"sim-eval: {line} successes") if line.endswith(done)
+                                    else None)
                 for i, task in enumerate(config.tasks)}
     report = {"tasks": per_task, "overall": overall(per_task), "ros_closed_loop_student": ros_results,
               "settings": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
+from rclpy.logging import LoggingSeverity
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
@@ -44,6 +45,7 @@ def record_demos(task: str, episodes: int, output: Path, seed: int = 0, image_si
             Parameter("episodes", value=episodes), Parameter("image_size", value=image_size),
             Parameter("control_rate_hz", value=rate_hz)])
         executor.add_node(robot)
+        robot.get_logger().set_level(LoggingSeverity.WARN)  # progress() reports the episodes
         reported = 0
         while len(robot.results) < episodes:
             executor.spin_once(timeout_sec=0.1)
