@@ -47,7 +47,7 @@ python312=$(find_python312) || die "Python 3.12 not found (lerobot 0.6.1 needs i
 command -v cmake >/dev/null 2>&1 || die "cmake not found; it builds the snapflow_interfaces messages (apt-get install cmake)."
 command -v cc >/dev/null 2>&1 || command -v gcc >/dev/null 2>&1 || die "no C compiler (cc/gcc) found (apt-get install build-essential)."
 command -v c++ >/dev/null 2>&1 || command -v g++ >/dev/null 2>&1 || die "no C++ compiler (c++/g++) found (apt-get install build-essential)."
-ldconfig -p 2>/dev/null | grep -q 'libEGL.so.1' || die "libEGL not found; the simulated robot renders headless through EGL (apt-get install libegl1 libgl1-mesa-dri)."
+"$python312" -c "import ctypes.util, sys; sys.exit(ctypes.util.find_library('EGL') is None)" || die "libEGL not found; the simulated robot renders headless through EGL (apt-get install libegl1 libgl1-mesa-dri)."
 "$python312" -c 'import venv, ensurepip' 2>/dev/null || die "$python312 lacks venv/ensurepip (apt-get install python3.12-venv)."
 
 # --- virtual environment + pinned dependencies ---------------------------------------------

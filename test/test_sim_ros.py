@@ -107,3 +107,11 @@ def test_main_job_end_to_end_at_toy_size(tmp_path):
     assert report["ros_closed_loop_student"]["reach"]["episodes"] == 1
     assert (workdir / "success_vs_latency.svg").read_text().startswith("<svg")
     assert "student@1" in result.stdout  # the table
+    evaluated = subprocess.run([str(Path(sys.executable).parent / "snapflow"), "sim-eval", "--teacher",
+                                report["teacher"], "--student", report["student"], "--tasks", "reach", "--episodes", "1",
+                                "--extra-steps", "2", "--json", str(tmp_path / "eval.json"),
+                                "--plot", str(tmp_path / "eval.svg")], capture_output=True, text=True, timeout=600)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    rows = json.loads((tmp_path / "eval.json").read_text())["tasks"]["reach"]
+    assert set(rows) == {"teacher@10", "teacher@2", "teacher@1", "student@1"}
+    assert all(r["episodes"] == 1 and len(r["ci95"]) == 2 for r in rows.values())
