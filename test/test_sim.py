@@ -1,6 +1,6 @@
 """The simulated robot (Meta-World, headless): experts solve every task, the detour task's pillar
-ends a straight run, layouts follow the seed, the camera shows the goal, demonstrations carry
-masked chunks of expert targets, and a closed-loop episode runs a policy like the node does."""
+ends a straight run, layouts follow the seed, the camera shows the goal, a closed-loop episode
+runs a policy like the node does, and the evaluation's statistics and plot."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from snapflow_ros.sim.experts import Expert
 from snapflow_ros.sim.robot import STATE_NAMES, MetaWorldRobot
-from snapflow_ros.sim.rollout import CAMERA, collect_demos, run_episode
+from snapflow_ros.sim.rollout import CAMERA, run_episode
 from snapflow_ros.sim.tasks import TASKS, get_task
 from snapflow_ros.errors import ConfigError
 
@@ -77,17 +77,6 @@ def test_layouts_follow_the_seed_and_the_camera_shows_the_goal():
         get_task("fly")
 
 
-def test_demonstrations_are_expert_target_chunks_masked_at_the_end():
-    task = get_task("reach-detour")
-    data = collect_demos(task, episodes=2, seed=0, chunk_size=6, image_size=32)
-    assert data.images[CAMERA].shape[1:] == (32, 32, 3) and data.states.shape[1] == 4
-    ends = np.flatnonzero(~data.action_masks[:, 1].numpy())  # last step of each episode
-    assert len(ends) == 2 and data.action_masks[ends[0]].tolist() == [True] + [False] * 5
-    # Consecutive samples of an episode see the target stream shifted by one step.
-    assert np.allclose(data.actions[0, 1:], data.actions[1, :-1])
-    assert data.instructions[0] == task.instruction
-
-
 class _ExpertPolicy:
     """A ServedPolicy stand-in that answers with the expert's next targets."""
 
@@ -140,3 +129,16 @@ def test_report_pools_tasks_and_plots_every_policy(tmp_path):
     svg = (tmp_path / "plot.svg").read_text()
     assert svg.startswith("<svg") and svg.count("<circle") == 2 and svg.count("<rect x=") == 2
     assert "teacher@10" in svg and "teacher@1" in svg
+
+
+def test_demo_cache_is_kept_for_the_same_settings_and_cleared_otherwise(tmp_path):
+    from snapflow_ros.ros.sim_demo import _cached, _stamp
+
+    directory = tmp_path / "bags"
+    key = {"tasks": ("reach", "reach-detour"), "demo_episodes": 40}
+    assert not _cached(directory, key)
+    directory.mkdir()
+    (directory / "reach").write_text("recorded")
+    _stamp(directory, key)
+    assert _cached(directory, key) and (directory / "reach").is_file()
+    assert not _cached(directory, key | {"demo_episodes": 41}) and not directory.exists()

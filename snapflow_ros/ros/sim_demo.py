@@ -57,7 +57,7 @@ def _python(*args: str) -> list[str]:
 def _cached(directory: Path, key: dict) -> bool:
     """True when `directory` holds what `key` describes; otherwise clears it for a fresh build."""
     stamp = directory / "settings.json"
-    if stamp.is_file() and json.loads(stamp.read_text()) == key:
+    if stamp.is_file() and json.loads(stamp.read_text()) == json.loads(json.dumps(key)):  # tuples as lists
         return True
     shutil.rmtree(directory, ignore_errors=True)
     return False
@@ -94,8 +94,8 @@ def record(config: SimDemoConfig) -> list[Path]:
 
 
 def train_teacher(config: SimDemoConfig, bags: list[Path], bag_config: Path) -> Path:
-    key = {**{k: str(v) for k, v in asdict(config).items()
-              if k in ("tasks", "demo_episodes", "image_size", "rate_hz", "seed", "teacher_steps", "batch_size")}}
+    key = {k: v for k, v in asdict(config).items()
+           if k in ("tasks", "demo_episodes", "image_size", "rate_hz", "seed", "teacher_steps", "batch_size")}
     run = config.workdir / "teacher"
     if _cached(run, key) and (run / "policy" / "config.json").is_file():
         log(f"teacher: cached in {run / 'policy'}")
