@@ -69,6 +69,36 @@ def test_policy_mode_executes_chunks_and_reports_episodes(ros, command):
     assert [r.episode for r in results] == [0, 1]
 
 
+def test_invalid_commands_are_ignored_and_the_robot_holds(ros):
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+    from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+    from snapflow_ros.ros.conversions import chunk_to_msg
+    from snapflow_ros.ros.qos import COMMAND_QOS
+    from snapflow_ros.ros.sim_robot import SimRobotNode
+
+    robot = ros.node(SimRobotNode, parameter_overrides=[Parameter("task", value="reach"),
+                                                        Parameter("control_rate_hz", value=50.0)])
+    start = robot.robot.full_obs[:3].copy()
+    driver = ros.node(Node, "driver")
+    chunks = driver.create_publisher(type(chunk_to_msg(_chunk(np.zeros((1, 4)), 0))), "action_chunk", COMMAND_QOS)
+    trajectories = driver.create_publisher(JointTrajectory, "joint_trajectory", COMMAND_QOS)
+    away = np.append(start + 0.2, 1.0)
+    ros.spin_for(0.3)
+    stamp = robot.get_clock().now().nanoseconds
+    poisoned = chunk_to_msg(_chunk(np.array([away, away]), stamp))
+    poisoned.actions = [*poisoned.actions[:4], float("nan"), *poisoned.actions[5:]]
+    chunks.publish(poisoned)
+    wrong = JointTrajectory(joint_names=["a", "b", "c", "d"],
+                            points=[JointTrajectoryPoint(positions=list(away)) for _ in range(3)])
+    wrong.header.stamp = robot.get_clock().now().to_msg()
+    trajectories.publish(wrong)
+    ros.spin_for(1.0)
+    assert robot.robot.steps > 20 and robot.chunk is None
+    assert np.allclose(robot.robot.full_obs[:3], start, atol=0.01)
+
+
 def _chunk(actions: np.ndarray, stamp_ns: int, dt_s: float = 0.05):
     from snapflow_ros.policy.chunk import ActionChunk
 

@@ -23,7 +23,7 @@ from snapflow_interfaces.msg import ActionChunk, EpisodeResult
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from snapflow_ros.errors import ConfigError
+from snapflow_ros.errors import ConfigError, InputError
 from snapflow_ros.ros.conversions import msg_to_chunk, ns_to_time, time_to_ns
 from snapflow_ros.ros.parameters import ParameterSpec, declare_parameters
 from snapflow_ros.ros.qos import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
@@ -78,8 +78,9 @@ class SimRobotNode(Node):
         self.instruction_publisher = self.create_publisher(String, "instruction", LATCHED_QOS)
         self.episode_publisher = self.create_publisher(String, "episode_start", LATCHED_QOS)
         self.result_publisher = self.create_publisher(EpisodeResult, "~/episode_result", COMMAND_QOS)
-        self.command_publisher = self.create_publisher(JointTrajectory, "joint_commands", COMMAND_QOS)
-        if not self.expert_mode:
+        if self.expert_mode:
+            self.command_publisher = self.create_publisher(JointTrajectory, "joint_commands", COMMAND_QOS)
+        else:
             self.create_subscription(ActionChunk, "action_chunk", self.chunk_callback, COMMAND_QOS)
             self.create_subscription(JointTrajectory, "joint_trajectory", self.trajectory_callback, COMMAND_QOS)
         self._start_episode()
@@ -87,18 +88,41 @@ class SimRobotNode(Node):
 
     # --- commands in ------------------------------------------------------------------------
     def chunk_callback(self, msg: ActionChunk) -> None:
-        chunk = msg_to_chunk(msg)
-        if chunk.observation_stamp_ns >= self.episode_start_ns and chunk.joint_names == STATE_NAMES:
-            self.chunk = (chunk.actions, chunk.start_ns, round(chunk.dt_s * 1e9))
+        try:
+            chunk = msg_to_chunk(msg)
+        except InputError as error:
+            self._reject(f"action_chunk: {error}")
+            return
+        if chunk.observation_stamp_ns >= self.episode_start_ns:  # never act on a previous episode
+            self._accept("action_chunk", chunk.joint_names, chunk.actions, chunk.start_ns, round(chunk.dt_s * 1e9))
 
     def trajectory_callback(self, msg: JointTrajectory) -> None:
-        if tuple(msg.joint_names) != STATE_NAMES or len(msg.points) < 2:
+        if len(msg.points) < 2:
+            self._reject("joint_trajectory: needs two or more points (their spacing is the step time)")
             return
         start = time_to_ns(msg.header.stamp)
         if start >= self.episode_start_ns:
             step = msg.points[1].time_from_start
-            actions = np.array([p.positions for p in msg.points])
-            self.chunk = (actions, start, step.sec * 1_000_000_000 + step.nanosec)
+            actions = [list(p.positions) for p in msg.points]
+            self._accept("joint_trajectory", tuple(msg.joint_names), actions, start,
+                         step.sec * 1_000_000_000 + step.nanosec)
+
+    def _accept(self, topic: str, names: tuple[str, ...], actions, start_ns: int, dt_ns: int) -> None:
+        """Commands are checked here, so a bad one is dropped instead of reaching the simulation."""
+        if tuple(names) != STATE_NAMES:
+            self._reject(f"{topic}: joint names {list(names)}, expected {list(STATE_NAMES)}")
+            return
+        try:
+            actions = np.asarray(actions, dtype=np.float64)
+        except ValueError:  # rows of different lengths
+            actions = np.zeros(0)
+        if actions.ndim != 2 or actions.shape[1] != len(STATE_NAMES) or not np.all(np.isfinite(actions)) or dt_ns <= 0:
+            self._reject(f"{topic}: actions must be finite rows of {len(STATE_NAMES)} values with a positive step time")
+            return
+        self.chunk = (actions, start_ns, dt_ns)
+
+    def _reject(self, reason: str) -> None:
+        self.get_logger().warning(f"command ignored, holding: {reason}", throttle_duration_sec=1.0)
 
     def _target(self, now_ns: int) -> np.ndarray:
         if self.expert_mode:
