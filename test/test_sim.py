@@ -53,19 +53,27 @@ def test_detour_expert_takes_both_sides_and_a_straight_run_hits_the_pillar():
         robot.close()
 
 
+def _green(image: np.ndarray) -> np.ndarray:
+    return (image[..., 1] > 150) & (image[..., 0] < 100) & (image[..., 2] < 100)
+
+
 def test_layouts_follow_the_seed_and_the_camera_shows_the_goal():
     def goals(seed: int) -> np.ndarray:
         robot = MetaWorldRobot(get_task("reach"), seed=seed, image_size=48)
         try:
-            found = []
+            found, markers = [], []
             for _ in range(3):
                 observation = robot.reset()
                 found.append(robot.goal.copy())
-            image = observation.image
-            assert image.shape == (48, 48, 3) and image.dtype == np.uint8
-            assert observation.state.shape == (len(STATE_NAMES),)
-            green = (image[..., 1] > 150) & (image[..., 0] < 100) & (image[..., 2] < 100)
-            assert green.sum() >= 3  # the goal marker
+                image = observation.image
+                assert image.shape == (48, 48, 3) and image.dtype == np.uint8
+                assert observation.state.shape == (len(STATE_NAMES),)
+                marker = _green(image)
+                assert marker.sum() >= 3  # the goal marker
+                # The first frame of an episode already shows this episode's goal.
+                assert np.array_equal(marker, _green(robot.step(observation.state).observation.image))
+                markers.append(marker)
+            assert not np.array_equal(markers[0], markers[1])
             return np.stack(found)
         finally:
             robot.close()

@@ -56,7 +56,7 @@ def test_policy_mode_executes_chunks_and_reports_episodes(ros, command):
     driver.create_subscription(EpisodeResult, "sim_robot/episode_result", results.append, COMMAND_QOS)
 
     def steer(msg: JointState) -> None:  # a perfect policy: 1 cm steps straight at the goal
-        hand, goal = np.array(msg.position[:3]), robot.robot.goal
+        hand, goal = np.array(msg.position[:3]), robot.robot.goal - robot.robot.fingertip_offset
         targets = [hand + (goal - hand) * min(1.0, 0.01 * (k + 1) / max(np.linalg.norm(goal - hand), 1e-9))
                    for k in range(6)]
         stamp = time_to_ns(msg.header.stamp)
@@ -67,6 +67,11 @@ def test_policy_mode_executes_chunks_and_reports_episodes(ros, command):
     assert ros.spin_until(lambda: len(results) == 2, 60.0)
     assert all(r.success and r.task == "reach" for r in results), [r.failure for r in results]
     assert [r.episode for r in results] == [0, 1]
+    if command == "action_chunk":  # each chunk taken: arrival minus the stamp of the joint states it answers
+        latencies = np.concatenate([np.asarray(r.chunk_latency_ms) for r in results])
+        assert len(latencies) >= sum(r.steps for r in results) // 2 and np.all(latencies > 0), latencies
+    else:  # a JointTrajectory names no observation
+        assert all(len(r.chunk_latency_ms) == 0 for r in results)
 
 
 def test_invalid_commands_are_ignored_and_the_robot_holds(ros):

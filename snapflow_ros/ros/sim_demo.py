@@ -40,7 +40,7 @@ from snapflow_ros.ros.isolation import isolated_ros_env
 from snapflow_ros.ros.qos import COMMAND_QOS
 from snapflow_ros.sim.demo_config import SimDemoConfig
 from snapflow_ros.sim.robot import STATE_NAMES
-from snapflow_ros.sim.tasks import sim_bag_config
+from snapflow_ros.sim.tasks import SIM_REVISION, sim_bag_config
 
 
 REPLAN_EVERY = 8  # the teacher's chunk size (train-teacher's default)
@@ -67,8 +67,14 @@ def _stamp(directory: Path, key: dict) -> None:
     (directory / "settings.json").write_text(json.dumps(key, indent=2) + "\n")
 
 
+def _record_key(config: SimDemoConfig) -> dict:
+    """What the recorded demonstrations depend on."""
+    return {"sim_revision": SIM_REVISION, "tasks": config.tasks, "demo_episodes": config.demo_episodes,
+            "image_size": config.image_size, "rate_hz": config.rate_hz, "seed": config.seed}
+
+
 def record(config: SimDemoConfig) -> list[Path]:
-    key = {k: v for k, v in asdict(config).items() if k in ("tasks", "demo_episodes", "image_size", "rate_hz", "seed")}
+    key = _record_key(config)
     bags_dir = config.workdir / "bags"
     bags = [bags_dir / task for task in config.tasks]
     if _cached(bags_dir, key):
@@ -94,8 +100,7 @@ def record(config: SimDemoConfig) -> list[Path]:
 
 
 def train_teacher(config: SimDemoConfig, bags: list[Path], bag_config: Path) -> Path:
-    key = {k: v for k, v in asdict(config).items()
-           if k in ("tasks", "demo_episodes", "image_size", "rate_hz", "seed", "teacher_steps", "batch_size")}
+    key = _record_key(config) | {"teacher_steps": config.teacher_steps, "batch_size": config.batch_size}
     run = config.workdir / "teacher"
     if _cached(run, key) and (run / "policy" / "config.json").is_file():
         log(f"teacher: cached in {run / 'policy'}")
@@ -231,9 +236,15 @@ def _stop(process: subprocess.Popen) -> None:
         process.kill()
 
 
+def _ros_line(task: str, row: dict) -> str:
+    latency = ", ".join(f"{q} {v:.1f} ms" for q, v in row["latency_ms"].items())
+    return (f"through ROS, student@1 on {task}: {row['successes']}/{row['episodes']} successes; "
+            f"observation -> chunk at the robot {latency} ({row['chunks']} chunks)")
+
+
 def run_sim_demo(config: SimDemoConfig) -> dict:
     from snapflow_ros.cli.sim import format_table
-    from snapflow_ros.sim.evaluation import Candidate, evaluate_task, overall, write_plot
+    from snapflow_ros.sim.evaluation import Candidate, evaluate_task, overall, percentiles, write_plot
     from snapflow_ros.sim.tasks import get_task
 
     started = time.perf_counter()
@@ -251,10 +262,11 @@ def run_sim_demo(config: SimDemoConfig) -> dict:
         ros_results = {}
         for i, task in enumerate(config.tasks):
             results = session.closed_loop(task, config.ros_episodes, config.seed + 600 + i)
+            latencies = [value for r in results for value in r.chunk_latency_ms]
             ros_results[task] = {"episodes": len(results), "successes": sum(r.success for r in results),
-                                 "failures": [r.failure for r in results if not r.success]}
-            log(f"closed loop through ROS, student@1 on {task}: "
-                f"{ros_results[task]['successes']}/{len(results)} successes")
+                                 "failures": [r.failure for r in results if not r.success],
+                                 "chunks": len(latencies), "latency_ms": percentiles(latencies)}
+            log(_ros_line(task, ros_results[task]))
     finally:
         session.close()
 
@@ -273,6 +285,8 @@ def run_sim_demo(config: SimDemoConfig) -> dict:
     write_plot(per_task, config.workdir / "success_vs_latency.svg")
     (config.workdir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(format_table(report))
+    for task, row in ros_results.items():
+        print(_ros_line(task, row))
     log(f"report: {config.workdir / 'report.json'}, plot: {config.workdir / 'success_vs_latency.svg'} "
         f"({report['wall_seconds']:.0f} s)")
     return report

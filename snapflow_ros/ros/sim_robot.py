@@ -94,7 +94,10 @@ class SimRobotNode(Node):
             self._reject(f"action_chunk: {error}")
             return
         if chunk.observation_stamp_ns >= self.episode_start_ns:  # never act on a previous episode
-            self._accept("action_chunk", chunk.joint_names, chunk.actions, chunk.start_ns, round(chunk.dt_s * 1e9))
+            if self._accept("action_chunk", chunk.joint_names, chunk.actions, chunk.start_ns, round(chunk.dt_s * 1e9)):
+                # End to end: camera frame and joint states stamped here -> policy -> this chunk back here.
+                age_ns = self.get_clock().now().nanoseconds - chunk.observation_stamp_ns
+                self.chunk_latencies_ms.append(age_ns / 1e6)
 
     def trajectory_callback(self, msg: JointTrajectory) -> None:
         if len(msg.points) < 2:
@@ -107,19 +110,20 @@ class SimRobotNode(Node):
             self._accept("joint_trajectory", tuple(msg.joint_names), actions, start,
                          step.sec * 1_000_000_000 + step.nanosec)
 
-    def _accept(self, topic: str, names: tuple[str, ...], actions, start_ns: int, dt_ns: int) -> None:
+    def _accept(self, topic: str, names: tuple[str, ...], actions, start_ns: int, dt_ns: int) -> bool:
         """Commands are checked here, so a bad one is dropped instead of reaching the simulation."""
         if tuple(names) != STATE_NAMES:
             self._reject(f"{topic}: joint names {list(names)}, expected {list(STATE_NAMES)}")
-            return
+            return False
         try:
             actions = np.asarray(actions, dtype=np.float64)
         except ValueError:  # rows of different lengths
             actions = np.zeros(0)
         if actions.ndim != 2 or actions.shape[1] != len(STATE_NAMES) or not np.all(np.isfinite(actions)) or dt_ns <= 0:
             self._reject(f"{topic}: actions must be finite rows of {len(STATE_NAMES)} values with a positive step time")
-            return
+            return False
         self.chunk = (actions, start_ns, dt_ns)
+        return True
 
     def _reject(self, reason: str) -> None:
         self.get_logger().warning(f"command ignored, holding: {reason}", throttle_duration_sec=1.0)
@@ -147,6 +151,7 @@ class SimRobotNode(Node):
 
     def _start_episode(self) -> None:
         self.chunk = None
+        self.chunk_latencies_ms: list[float] = []
         observation = self.robot.reset()
         self.episode_start_ns = self.get_clock().now().nanoseconds
         if self.expert:
@@ -157,7 +162,8 @@ class SimRobotNode(Node):
 
     def _finish(self, outcome) -> None:
         result = EpisodeResult(task=self.task.name, episode=len(self.results), success=outcome.success,
-                               failure=outcome.failure, steps=self.robot.steps)
+                               failure=outcome.failure, steps=self.robot.steps,
+                               chunk_latency_ms=self.chunk_latencies_ms)
         result.header.stamp = self.get_clock().now().to_msg()
         self.results.append(result)
         self.result_publisher.publish(result)

@@ -38,15 +38,18 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def percentiles(latencies_ms: list[float]) -> dict[str, float]:
+    """p50, p95 and p99 (empty without samples)."""
+    return {f"p{q}": float(np.percentile(latencies_ms, q)) for q in (50, 95, 99)} if len(latencies_ms) else {}
+
+
 def summarize(results: list[EpisodeResult]) -> dict:
     successes = sum(r.success for r in results)
-    latencies = np.array([value for r in results for value in r.latencies_ms])
     low, high = wilson_interval(successes, len(results))
     return {"episodes": len(results), "successes": successes, "success_rate": successes / max(len(results), 1),
             "ci95": [low, high], "failures": dict(Counter(r.failure for r in results if not r.success)),
             "mean_steps": float(np.mean([r.steps for r in results])) if results else 0.0,
-            "latency_ms": {f"p{q}": float(np.percentile(latencies, q)) for q in (50, 95, 99)}
-            if len(latencies) else {}}
+            "latency_ms": percentiles([value for r in results for value in r.latencies_ms])}
 
 
 def evaluate_task(task: SimTask, candidates: list[Candidate], episodes: int, seed: int, image_size: int,

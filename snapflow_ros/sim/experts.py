@@ -28,7 +28,9 @@ class Expert:
         hand = self.robot.full_obs[:3]
         if self.scripted is not None:
             observation = self.robot.full_obs.copy()
-            observation[-3:] = self.robot.goal  # Meta-World's experts read the goal from the observation
+            # Meta-World's experts read the goal from the observation and steer the hand onto it; this
+            # goal puts the fingertips (where success is judged) onto the real one instead.
+            observation[-3:] = self.robot.goal - self.robot.fingertip_offset
             action = np.clip(self.scripted.get_action(observation), -1.0, 1.0)
             return np.append(hand + action[:3] * ACTION_SCALE, 0.0 if action[3] > 0 else 1.0)
         # Straight at the pillar, a sidestep past it on this episode's side, then on to the goal:

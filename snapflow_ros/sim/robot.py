@@ -62,12 +62,13 @@ class MetaWorldRobot:
         if goal >= 0:
             env.model.site_size[goal] = GOAL_MARKER_SIZE
             env.model.site_rgba[goal] = (0.1, 0.9, 0.1, 1.0)
-        self.env = env
+        self.env, self._mujoco = env, mujoco
         self.default_start = np.array(env.hand_init_pos, dtype=np.float64)
         self.rng = np.random.default_rng(seed)
         self.steps = 0
         self.full_obs = np.zeros(39)
         self.start = np.zeros(3)
+        self.fingertip_offset = np.zeros(3)
 
     @property
     def goal(self) -> np.ndarray:
@@ -84,10 +85,15 @@ class MetaWorldRobot:
         self.full_obs, _ = self.env.reset()
         self.steps = 0
         self.start = self.full_obs[:3].copy()
+        # Success is judged at the fingertips (Meta-World's tcp_center), 4.5 cm below the hand that the
+        # state reports: a planar goal sits at their height, so the hand never has to change height.
+        self.fingertip_offset = np.asarray(self.env.tcp_center, dtype=np.float64) - self.start
         if self.task.goal is not None or self.task.planar:
-            goal = np.array(self.task.goal) if self.task.goal is not None else np.append(self.goal[:2], self.start[2])
+            goal = (np.array(self.task.goal) if self.task.goal is not None
+                    else np.append(self.goal[:2], self.start[2] + self.fingertip_offset[2]))
             self.env._target_pos = goal
             self.env.model.site("goal").pos = goal
+            self._mujoco.mj_forward(self.env.model, self.env.data)  # else the first frame shows the old goal
         return self._observe()
 
     def _observe(self) -> SimObservation:

@@ -12,6 +12,11 @@ from dataclasses import dataclass
 from snapflow_ros.errors import ConfigError
 
 
+# Bump when tasks, the robot or the experts change what gets recorded: sim-demo's cached bags and
+# teacher are keyed by it.
+SIM_REVISION = 2
+
+
 @dataclass(frozen=True)
 class SimTask:
     name: str
