@@ -56,7 +56,7 @@ def test_policy_mode_executes_chunks_and_reports_episodes(ros, command):
     driver.create_subscription(EpisodeResult, "sim_robot/episode_result", results.append, COMMAND_QOS)
 
     def steer(msg: JointState) -> None:  # a perfect policy: 1 cm steps straight at the goal
-        hand, goal = np.array(msg.position[:3]), robot.robot.goal - robot.robot.fingertip_offset
+        hand, goal = np.array(msg.position[:3]), robot.robot.hand_goal
         targets = [hand + (goal - hand) * min(1.0, 0.01 * (k + 1) / max(np.linalg.norm(goal - hand), 1e-9))
                    for k in range(6)]
         stamp = time_to_ns(msg.header.stamp)
@@ -138,7 +138,7 @@ def test_main_job_end_to_end_at_toy_size(tmp_path):
     assert "hot swap: chunks now come from" in result.stderr
     report = json.loads((workdir / "report.json").read_text())
     assert set(report["tasks"]) == {"reach", "reach-detour"}
-    assert set(report["tasks"]["reach"]) == {"teacher@10", "teacher@1", "student@1"}
+    assert set(report["tasks"]["reach"]) == {"teacher@10", "teacher@2", "teacher@1", "student@1"}
     assert report["ros_closed_loop_student"]["reach"]["episodes"] == 1
     assert (workdir / "success_vs_latency.svg").read_text().startswith("<svg")
     assert "student@1" in result.stdout  # the table

@@ -46,8 +46,12 @@ from snapflow_ros.sim.tasks import SIM_REVISION, sim_bag_config
 REPLAN_EVERY = 8  # the teacher's chunk size (train-teacher's default)
 
 
+_STARTED = time.monotonic()
+
+
 def log(message: str) -> None:
-    print(f"sim-demo: {message}", file=sys.stderr, flush=True)
+    elapsed = int(time.monotonic() - _STARTED)
+    print(f"sim-demo [{elapsed // 60:02d}:{elapsed % 60:02d}]: {message}", file=sys.stderr, flush=True)
 
 
 def _python(*args: str) -> list[str]:
@@ -271,8 +275,9 @@ def run_sim_demo(config: SimDemoConfig) -> dict:
         session.close()
 
     log(f"sim-eval: {config.eval_episodes} episodes per task and policy")
-    candidates = [Candidate("teacher@10", teacher, 10), Candidate("teacher@1", teacher, 1),
-                  Candidate("student@1", student, 1)]
+    # teacher@2 is the student's distillation target (the two-step Euler shortcut).
+    candidates = [Candidate("teacher@10", teacher, 10), Candidate("teacher@2", teacher, 2),
+                  Candidate("teacher@1", teacher, 1), Candidate("student@1", student, 1)]
     done = f"/{config.eval_episodes}"
     per_task = {task: evaluate_task(get_task(task), candidates, config.eval_episodes, config.seed + 1000 + i,
                                     config.image_size, replan_every=REPLAN_EVERY,

@@ -67,7 +67,7 @@ def evaluate_task(task: SimTask, candidates: list[Candidate], episodes: int, see
         finally:
             robot.close()
         report[candidate.name] = summarize(results) | {"checkpoint": str(candidate.checkpoint),
-                                                       "steps": candidate.steps}
+                                                       "steps": candidate.steps, "seed": seed}
     return report
 
 

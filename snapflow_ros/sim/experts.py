@@ -30,12 +30,12 @@ class Expert:
             observation = self.robot.full_obs.copy()
             # Meta-World's experts read the goal from the observation and steer the hand onto it; this
             # goal puts the fingertips (where success is judged) onto the real one instead.
-            observation[-3:] = self.robot.goal - self.robot.fingertip_offset
+            observation[-3:] = self.robot.hand_goal
             action = np.clip(self.scripted.get_action(observation), -1.0, 1.0)
             return np.append(hand + action[:3] * ACTION_SCALE, 0.0 if action[3] > 0 else 1.0)
         # Straight at the pillar, a sidestep past it on this episode's side, then on to the goal:
         # the two routes part only just before the pillar, where their average stalls or hits it.
-        goal, start, pillar = self.robot.goal, self.robot.start, self.robot.pillar
+        goal, start, pillar = self.robot.hand_goal, self.robot.start, self.robot.pillar
         direction = (goal[:2] - start[:2]) / max(np.linalg.norm(goal[:2] - start[:2]), 1e-9)
         normal = np.array([-direction[1], direction[0]])
         height = (start[2] + goal[2]) / 2

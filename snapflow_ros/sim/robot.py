@@ -69,10 +69,16 @@ class MetaWorldRobot:
         self.full_obs = np.zeros(39)
         self.start = np.zeros(3)
         self.fingertip_offset = np.zeros(3)
+        self._scene_ready = False
 
     @property
     def goal(self) -> np.ndarray:
         return np.asarray(self.env._target_pos, dtype=np.float64)
+
+    @property
+    def hand_goal(self) -> np.ndarray:
+        """Where the hand (the state's ee_x, ee_y, ee_z) must be for the fingertips to be on the goal."""
+        return self.goal - self.fingertip_offset
 
     @property
     def pillar(self) -> np.ndarray:
@@ -88,21 +94,32 @@ class MetaWorldRobot:
         # Success is judged at the fingertips (Meta-World's tcp_center), 4.5 cm below the hand that the
         # state reports: a planar goal sits at their height, so the hand never has to change height.
         self.fingertip_offset = np.asarray(self.env.tcp_center, dtype=np.float64) - self.start
-        if self.task.goal is not None or self.task.planar:
-            goal = (np.array(self.task.goal) if self.task.goal is not None
-                    else np.append(self.goal[:2], self.start[2] + self.fingertip_offset[2]))
+        if self.task.planar:
+            xy = np.array(self.task.goal_xy) if self.task.goal_xy is not None else self.goal[:2]
+            goal = np.append(xy, self.start[2] + self.fingertip_offset[2])
             self.env._target_pos = goal
             self.env.model.site("goal").pos = goal
             self._mujoco.mj_forward(self.env.model, self.env.data)  # else the first frame shows the old goal
         return self._observe()
 
-    def _observe(self) -> SimObservation:
-        image = self.env.render() if self.render else np.zeros((0, 0, 3), np.uint8)
+    def _observe(self, render: bool = True) -> SimObservation:
+        if not (self.render and render):
+            image = np.zeros((0, 0, 3), np.uint8)
+        else:
+            if not self._scene_ready:  # the renderer exists once reset() has run
+                # 2x faster frames on a CPU without reflections, shadows and the skybox.
+                scene = self.env.mujoco_renderer._get_viewer("rgb_array").scn
+                for flag in (self._mujoco.mjtRndFlag.mjRND_REFLECTION, self._mujoco.mjtRndFlag.mjRND_SHADOW,
+                             self._mujoco.mjtRndFlag.mjRND_SKYBOX):
+                    scene.flags[flag] = 0
+                self._scene_ready = True
+            image = self.env.render()
         state = np.concatenate([self.full_obs[:3], [np.clip(self.full_obs[3], 0.0, 1.0)]])
         return SimObservation(np.ascontiguousarray(image), state)
 
-    def step(self, target: np.ndarray) -> StepOutcome:
-        """Moves toward `target` (STATE_NAMES order) for one environment step."""
+    def step(self, target: np.ndarray, render: bool = True) -> StepOutcome:
+        """Moves toward `target` (STATE_NAMES order) for one environment step; `render=False` skips
+        the camera frame (an empty image) when nobody will look at it."""
         target = np.asarray(target, dtype=np.float64)
         if target.shape != (4,) or not np.all(np.isfinite(target)):
             raise ValueError(f"target must be 4 finite values {STATE_NAMES}, got {target}")
@@ -116,7 +133,7 @@ class MetaWorldRobot:
         success = bool(info["success"]) and not failure
         if not success and not failure and self.steps >= self.task.max_steps:
             failure = "out of steps"
-        return StepOutcome(self._observe(), success, failure)
+        return StepOutcome(self._observe(render), success, failure)
 
     def close(self) -> None:
         self.env.close()

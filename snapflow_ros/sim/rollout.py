@@ -42,8 +42,9 @@ def run_episode(robot: MetaWorldRobot, policy, replan_every: int, seed: int) -> 
         chunk = policy.predict(observation(sim, robot.task), seed=seed * 100_003 + calls)
         latencies.append((time.perf_counter() - started) * 1e3)
         calls += 1
-        for target in chunk[:replan_every]:
-            outcome = robot.step(target)
+        targets = chunk[:replan_every]
+        for k, target in enumerate(targets):
+            outcome = robot.step(target, render=k == len(targets) - 1)  # a frame only for the next chunk
             if outcome.done:
                 return EpisodeResult(outcome.success, outcome.failure, robot.steps, latencies)
         sim = outcome.observation

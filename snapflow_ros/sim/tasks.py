@@ -14,7 +14,7 @@ from snapflow_ros.errors import ConfigError
 
 # Bump when tasks, the robot or the experts change what gets recorded: sim-demo's cached bags and
 # teacher are keyed by it.
-SIM_REVISION = 2
+SIM_REVISION = 3
 
 
 @dataclass(frozen=True)
@@ -25,8 +25,8 @@ class SimTask:
     max_steps: int                 # environment steps before the episode counts as failed
     pillar_radius: float = 0.0     # > 0: the invisible pillar of the detour task (metres)
     detour: float = 0.0            # sideways offset of the expert's via point (metres)
-    planar: bool = False           # goal at the hand's start height (a top-view camera shows x, y only)
-    goal: tuple[float, float, float] | None = None  # fixed goal instead of Meta-World's random one
+    planar: bool = False           # goal at the fingertips' start height (a top-view camera shows x, y only)
+    goal_xy: tuple[float, float] | None = None  # fixed (x, y) of a planar goal instead of Meta-World's random one
     start_jitter: float = 0.0      # random offset of the hand's start position per axis (metres)
 
     @property
@@ -37,7 +37,7 @@ class SimTask:
 TASKS: dict[str, SimTask] = {t.name: t for t in (
     SimTask("reach", "reach-v3", "reach the goal", max_steps=100, planar=True),
     SimTask("reach-detour", "reach-v3", "reach the goal around the pillar", max_steps=100,
-            pillar_radius=0.05, detour=0.14, goal=(0.0, 0.85, 0.2), start_jitter=0.03),
+            pillar_radius=0.05, detour=0.14, planar=True, goal_xy=(0.0, 0.85), start_jitter=0.03),
     SimTask("button-press", "button-press-topdown-v3", "press the button", max_steps=120),
 )}
 
