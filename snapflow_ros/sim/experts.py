@@ -18,10 +18,15 @@ class Expert:
         self.rng = np.random.default_rng(seed)
         self.scripted = None if robot.task.multimodal else ENV_POLICY_MAP[robot.task.env_name]()
         self.side = 1.0
+        self._sides: list[float] = []
         self.waypoint = 0
 
     def reset(self) -> None:
-        self.side = float(self.rng.choice((-1.0, 1.0)))
+        # Routes in shuffled pairs: any even number of demonstrations holds as many of each, so the
+        # mean of the demonstrated actions at the split is straight at the pillar.
+        if not self._sides:
+            self._sides = list(self.rng.permutation([-1.0, 1.0]))
+        self.side = self._sides.pop()
         self.waypoint = 0
 
     def target(self) -> np.ndarray:
@@ -33,15 +38,13 @@ class Expert:
             observation[-3:] = self.robot.hand_goal
             action = np.clip(self.scripted.get_action(observation), -1.0, 1.0)
             return np.append(hand + action[:3] * ACTION_SCALE, 0.0 if action[3] > 0 else 1.0)
-        # Straight at the pillar, a sidestep past it on this episode's side, then on to the goal:
-        # the two routes part only just before the pillar, where their average stalls or hits it.
+        # From the start straight for a point beside the pillar on this episode's side, then on to
+        # the goal. The routes part at the start, so the first chunk commits to one; their average
+        # heads straight at the pillar (at 0.7 of full speed) and reaches it within three chunks.
         goal, start, pillar = self.robot.hand_goal, self.robot.start, self.robot.pillar
         direction = (goal[:2] - start[:2]) / max(np.linalg.norm(goal[:2] - start[:2]), 1e-9)
         normal = np.array([-direction[1], direction[0]])
-        height = (start[2] + goal[2]) / 2
-        approach = pillar - (self.robot.task.pillar_radius + 0.05) * direction
-        waypoints = [np.append(approach, height), np.append(pillar + self.side * self.robot.task.detour * normal, height),
-                     goal]
+        waypoints = [np.append(pillar + self.side * self.robot.task.detour * normal, start[2]), goal]
         while self.waypoint < len(waypoints) - 1 and np.linalg.norm(hand - waypoints[self.waypoint]) < 0.015:
             self.waypoint += 1
         step = waypoints[self.waypoint] - hand

@@ -3,9 +3,10 @@
 State (what a JointState would carry): the end-effector position and the gripper opening,
 named STATE_NAMES. Actions use the same names: a target end-effector position and a target
 opening, which the robot tracks at Meta-World's speed limit (1 cm per step), like a position
-controller executing a JointTrajectory. Camera: the top view, rendered headless (EGL) with
-shadows and anti-aliasing off, and the goal drawn as a large green marker so it is visible at
-a few dozen pixels. Layouts are drawn from the robot's seed, one per reset.
+controller executing a JointTrajectory. Camera: the top view framed on the workspace, rendered
+headless (EGL) with shadows, reflections and anti-aliasing off, and the goal drawn as a green
+marker of the success radius so it is visible at a few dozen pixels. Layouts are drawn from the
+robot's seed, one per reset.
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ from snapflow_ros.sim.tasks import SimTask
 STATE_NAMES = ("ee_x", "ee_y", "ee_z", "gripper")
 ACTION_SCALE = 0.01          # Meta-World: metres per step at action 1
 CAMERA = "topview"
-GOAL_MARKER_SIZE = 0.03      # metres; Meta-World's own goal site is a few millimetres
+# The top camera framed on the workspace (hand starts to goals, y 0.38-0.98 m at the hand's height)
+# instead of Meta-World's whole-table view: the goal covers a few pixels more at a few dozen.
+CAMERA_POSITION = (0.0, 0.68, 1.5)
+CAMERA_FOVY = 25.0           # degrees (Meta-World: 45)
+GOAL_MARKER_SIZE = 0.05      # metres: the success radius (Meta-World's own goal site is a few millimetres)
 
 
 @dataclass(frozen=True)
@@ -58,13 +63,13 @@ class MetaWorldRobot:
         env.seed(seed)
         quality = env.model.vis.quality
         quality.shadowsize, quality.offsamples = 0, 0  # 10x faster frames on a CPU
+        camera = mujoco.mj_name2id(env.model, mujoco.mjtObj.mjOBJ_CAMERA, CAMERA)
+        env.model.cam_pos[camera], env.model.cam_fovy[camera] = CAMERA_POSITION, CAMERA_FOVY
         goal = mujoco.mj_name2id(env.model, mujoco.mjtObj.mjOBJ_SITE, "goal")
         if goal >= 0:
             env.model.site_size[goal] = GOAL_MARKER_SIZE
             env.model.site_rgba[goal] = (0.1, 0.9, 0.1, 1.0)
         self.env, self._mujoco = env, mujoco
-        self.default_start = np.array(env.hand_init_pos, dtype=np.float64)
-        self.rng = np.random.default_rng(seed)
         self.steps = 0
         self.full_obs = np.zeros(39)
         self.start = np.zeros(3)
@@ -86,8 +91,6 @@ class MetaWorldRobot:
         return (self.start[:2] + self.goal[:2]) / 2
 
     def reset(self) -> SimObservation:
-        jitter = self.rng.uniform(-1, 1, 3) * self.task.start_jitter
-        self.env.hand_init_pos = self.default_start + jitter
         self.full_obs, _ = self.env.reset()
         self.steps = 0
         self.start = self.full_obs[:3].copy()

@@ -1,8 +1,9 @@
 """The simulated tasks: Meta-World environments with an instruction, a step budget and an expert.
 
-reach-detour is the multi-modal one: an invisible pillar stands halfway between the hand's start
-and the (visible) goal; the expert passes it on the left or on the right at random, so the mean
-of its actions drives into the pillar, which ends the episode as a failure.
+reach-detour is the multi-modal one: every episode starts from the same pose with the same goal,
+and an invisible pillar stands halfway between them; the expert passes it on the left or on the
+right at random, so from the same observation the demonstrations go two ways, and the mean of
+their actions drives into the pillar, which ends the episode as a failure.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from snapflow_ros.errors import ConfigError
 
 # Bump when tasks, the robot or the experts change what gets recorded: sim-demo's cached bags and
 # teacher are keyed by it.
-SIM_REVISION = 3
+SIM_REVISION = 4
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,6 @@ class SimTask:
     detour: float = 0.0            # sideways offset of the expert's via point (metres)
     planar: bool = False           # goal at the fingertips' start height (a top-view camera shows x, y only)
     goal_xy: tuple[float, float] | None = None  # fixed (x, y) of a planar goal instead of Meta-World's random one
-    start_jitter: float = 0.0      # random offset of the hand's start position per axis (metres)
 
     @property
     def multimodal(self) -> bool:
@@ -37,7 +37,7 @@ class SimTask:
 TASKS: dict[str, SimTask] = {t.name: t for t in (
     SimTask("reach", "reach-v3", "reach the goal", max_steps=100, planar=True),
     SimTask("reach-detour", "reach-v3", "reach the goal around the pillar", max_steps=100,
-            pillar_radius=0.05, detour=0.14, planar=True, goal_xy=(0.0, 0.85), start_jitter=0.03),
+            pillar_radius=0.05, detour=0.12, planar=True, goal_xy=(0.0, 0.85)),
     SimTask("button-press", "button-press-topdown-v3", "press the button", max_steps=120),
 )}
 
