@@ -132,9 +132,9 @@ def test_swap_failing_during_load_reverts_the_parameter(ros, students, tmp_path)
 
 
 def test_watermark_requests_a_chunk_when_half_of_the_previous_one_ran(ros, students):
-    # 6 actions x 0.05 s = 0.3 s per chunk; watermark 0.5 -> a new chunk about every 0.15 s,
-    # although the trigger is checked at 20 Hz.
-    rig = Rig(ros, students["a"], watermark=0.5, chunk_rate_hz=20.0)
+    # 6 actions x 0.05 s = 0.3 s per chunk; watermark 0.5 -> a new chunk about every 0.15 s: the
+    # joint states (50 Hz) trigger the check, not only the 1 Hz timer.
+    rig = Rig(ros, students["a"], watermark=0.5, chunk_rate_hz=1.0)
     assert rig.wait_chunks(8)
     gaps = np.diff([time_ for time_, _ in rig.chunks[2:]])
     assert 0.12 < float(np.median(gaps)) < 0.25, gaps

@@ -46,12 +46,15 @@ def test_detour_routes_are_balanced_and_their_average_hits_the_pillar():
         left, right = Expert(robot, seed=2), Expert(robot, seed=3)
         robot.reset()
         left.side, right.side = -1.0, 1.0
+        split = None
         while True:  # what mean-seeking sampling does: the average of the two experts' targets
             outcome = robot.step((left.target() + right.target()) / 2)
+            if split is None and left.waypoint == 1:
+                split = robot.steps  # where the routes part
             if outcome.done:
                 break
-        # Within three 8-step chunks, all but the first begun on a straight line no demonstration took.
-        assert outcome.failure == "hit the pillar" and robot.steps <= 24, (outcome.failure, robot.steps)
+        # Within one 8-step chunk of the split: a policy executing whole chunks cannot correct in time.
+        assert outcome.failure == "hit the pillar" and robot.steps - split <= 8, (outcome.failure, robot.steps, split)
     finally:
         robot.close()
 

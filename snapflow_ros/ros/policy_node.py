@@ -7,7 +7,8 @@ Publishes:   action_chunk (snapflow_interfaces/ActionChunk)
              /diagnostics (diagnostic_msgs/DiagnosticArray)
 Services:    ~/hold (std_srvs/SetBool): true stops publishing at once, false resumes
              distillation from bags (see ros/distillation.py), unless distillation is false
-Callbacks only store messages; inference runs on one worker thread, woken by the chunk timer;
+Callbacks only store messages; inference runs on one worker thread, woken by the chunk timer
+(and, with a watermark, by each joint state, the newest observation);
 a new policy loads on a loader thread beside the serving one.
 Relative topic names: remap them or push the node into a namespace.
 """
@@ -219,6 +220,8 @@ class PolicyNode(Node):
             self.assembler.invalidate("joint_states", time_to_ns(msg.header.stamp), str(error))
             return
         self.assembler.update_joints(time_to_ns(msg.header.stamp), positions)
+        if self.config.watermark > 0:  # a due chunk starts from this observation, not the next timer tick
+            self._tick.set()
 
     def instruction_callback(self, msg: String) -> None:
         self.assembler.set_instruction(msg.data)

@@ -12,9 +12,9 @@ class SimDemoConfig:
     tasks: tuple[str, ...] = ("reach", "reach-detour", "button-press")
     demo_episodes: int = 40        # recorded expert episodes per task
     teacher_steps: int = 3000
-    student_steps: int = 1000
+    student_steps: int = 1500
     batch_size: int = 64
-    eval_episodes: int = 20        # sim-eval episodes per task and policy
+    eval_episodes: int = 30        # sim-eval episodes per task and policy
     ros_episodes: int = 2          # closed-loop episodes per task through ROS after the swap
     image_size: int = 32
     rate_hz: float = 20.0

@@ -38,13 +38,16 @@ class Expert:
             observation[-3:] = self.robot.hand_goal
             action = np.clip(self.scripted.get_action(observation), -1.0, 1.0)
             return np.append(hand + action[:3] * ACTION_SCALE, 0.0 if action[3] > 0 else 1.0)
-        # From the start straight for a point beside the pillar on this episode's side, then on to
-        # the goal. The routes part at the start, so the first chunk commits to one; their average
-        # heads straight at the pillar (at 0.7 of full speed) and reaches it within three chunks.
+        # Straight at the pillar, a sidestep past it on this episode's side, then on to the goal.
+        # The routes part 3 cm before the pillar's edge: up to there nothing observable tells them
+        # apart (a state that did would make each observation's actions unimodal), and from there
+        # their average (forward at half speed) reaches the pillar within one 8-step chunk.
         goal, start, pillar = self.robot.hand_goal, self.robot.start, self.robot.pillar
         direction = (goal[:2] - start[:2]) / max(np.linalg.norm(goal[:2] - start[:2]), 1e-9)
         normal = np.array([-direction[1], direction[0]])
-        waypoints = [np.append(pillar + self.side * self.robot.task.detour * normal, start[2]), goal]
+        approach = pillar - (self.robot.task.pillar_radius + 0.03) * direction
+        waypoints = [np.append(approach, start[2]),
+                     np.append(pillar + self.side * self.robot.task.detour * normal, start[2]), goal]
         while self.waypoint < len(waypoints) - 1 and np.linalg.norm(hand - waypoints[self.waypoint]) < 0.015:
             self.waypoint += 1
         step = waypoints[self.waypoint] - hand

@@ -2,8 +2,10 @@
 
 reach-detour is the multi-modal one: every episode starts from the same pose with the same goal,
 and an invisible pillar stands halfway between them; the expert passes it on the left or on the
-right at random, so from the same observation the demonstrations go two ways, and the mean of
-their actions drives into the pillar, which ends the episode as a failure.
+right at random. Both routes run straight at the pillar until 3 cm before it, so along that
+stretch the same observation is followed by two different futures; where they part, their
+mean heads on at the pillar and reaches it within one 8-step chunk, ending the episode as a
+failure.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from snapflow_ros.errors import ConfigError
 
 # Bump when tasks, the robot or the experts change what gets recorded: sim-demo's cached bags and
 # teacher are keyed by it.
-SIM_REVISION = 4
+SIM_REVISION = 5
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class SimTask:
 TASKS: dict[str, SimTask] = {t.name: t for t in (
     SimTask("reach", "reach-v3", "reach the goal", max_steps=100, planar=True),
     SimTask("reach-detour", "reach-v3", "reach the goal around the pillar", max_steps=100,
-            pillar_radius=0.05, detour=0.12, planar=True, goal_xy=(0.0, 0.85)),
+            pillar_radius=0.05, detour=0.16, planar=True, goal_xy=(0.0, 0.85)),
     SimTask("button-press", "button-press-topdown-v3", "press the button", max_steps=120),
 )}
 
