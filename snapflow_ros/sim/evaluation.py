@@ -87,7 +87,7 @@ def overall(per_task: dict[str, dict]) -> dict:
 
 def write_plot(per_task: dict[str, dict], path: Path) -> None:
     """Success rate (with 95% CI) against p50 latency, one colour per policy, one mark per task."""
-    width, height, margin = 640, 420, 60
+    width, height, margin, legend = 760, 420, 60, 140  # the legends stand right of the axes
     points = [(task, name, r) for task, rows in per_task.items() for name, r in rows.items()]
     max_latency = max(r["latency_ms"]["p50"] for _, _, r in points) * 1.15
     colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
@@ -95,16 +95,16 @@ def write_plot(per_task: dict[str, dict], path: Path) -> None:
     tasks = list(per_task)
 
     def x(latency: float) -> float:
-        return margin + latency / max_latency * (width - 2 * margin)
+        return margin + latency / max_latency * (width - legend - 2 * margin)
 
     def y(rate: float) -> float:
         return height - margin - rate * (height - 2 * margin)
 
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
              'font-size="12">', '<rect width="100%" height="100%" fill="white"/>',
-             f'<line x1="{margin}" y1="{y(0)}" x2="{width - margin}" y2="{y(0)}" stroke="black"/>',
+             f'<line x1="{margin}" y1="{y(0)}" x2="{x(max_latency)}" y2="{y(0)}" stroke="black"/>',
              f'<line x1="{margin}" y1="{y(0)}" x2="{margin}" y2="{y(1)}" stroke="black"/>',
-             f'<text x="{width / 2}" y="{height - 15}" text-anchor="middle">p50 latency per chunk (ms)</text>',
+             f'<text x="{x(max_latency / 2)}" y="{height - 15}" text-anchor="middle">p50 latency per chunk (ms)</text>',
              f'<text x="15" y="{height / 2}" transform="rotate(-90 15 {height / 2})" text-anchor="middle">'
              'closed-loop success (95% CI)</text>']
     for tick in range(0, 11, 2):
@@ -125,10 +125,10 @@ def write_plot(per_task: dict[str, dict], path: Path) -> None:
         else:
             parts.append(f'<polygon points="{px},{py - 6} {px + 6},{py} {px},{py + 6} {px - 6},{py}" fill="{colour}"/>')
     for i, name in enumerate(names):
-        parts.append(f'<text x="{width - margin + 5}" y="{margin + 16 * i}" fill="{colours[i % len(colours)]}" '
-                     f'text-anchor="end">{name}</text>')
+        parts.append(f'<text x="{width - legend}" y="{margin + 16 * i}" fill="{colours[i % len(colours)]}">{name}</text>')
     for i, task in enumerate(tasks):
-        parts.append(f'<text x="{margin + 10}" y="{margin + 16 * i}">{["●", "■", "◆"][i % 3]} {task}</text>')
+        parts.append(f'<text x="{width - legend}" y="{margin + 16 * (len(names) + 1 + i)}">'
+                     f'{["●", "■", "◆"][i % 3]} {task}</text>')
     parts.append("</svg>")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(parts) + "\n")
