@@ -64,6 +64,18 @@ def test_valid_inputs_assemble_with_the_oldest_stamp():
     assert assembler.ages_s(NOW)["camera:front"] == pytest.approx(0.2)
 
 
+def test_inputs_are_in_step_once_every_one_of_a_moment_has_arrived():
+    assembler = _assembler()
+    assembler.update_image("front", NOW, RGB)
+    assert not assembler.in_step(0.025)  # no joint state yet
+    assembler.update_joints(NOW - 50_000_000, np.array([0.1, 0.2]))
+    assert not assembler.in_step(0.025)  # the previous tick's joint state
+    assembler.update_joints(NOW, np.array([0.1, 0.2]))
+    assert assembler.in_step(0.025)
+    assembler.update_image("front", NOW + 20_000_000, RGB)
+    assert assembler.in_step(0.025) and not assembler.in_step(0.01)
+
+
 @pytest.mark.parametrize("break_it, reason", [
     (lambda a: a.update_joints(NOW, np.array([0.1, 0.2])), r"no message yet on \['camera:front'\]"),
     (lambda a: (a.update_image("front", NOW - 900_000_000, RGB), a.update_joints(NOW, np.array([0.1, 0.2]))),

@@ -90,8 +90,9 @@ POLICY_NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
     ),
     ParameterSpec(
         "watermark", Parameter.Type.DOUBLE, 0.0,
-        "0: a chunk every 1/chunk_rate_hz. In (0, 1]: on demand, checked at chunk_rate_hz and on every "
-        "joint state: a new chunk once this fraction of the previous chunk's duration has been executed.",
+        "0: a chunk every 1/chunk_rate_hz. In (0, 1]: on demand, checked at chunk_rate_hz and whenever the "
+        "inputs of one moment have arrived (stamps within action_dt/2): a new chunk once this fraction of "
+        "the previous chunk's duration has been executed.",
         range=(0.0, 1.0),
     ),
     ParameterSpec(

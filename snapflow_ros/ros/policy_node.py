@@ -8,7 +8,7 @@ Publishes:   action_chunk (snapflow_interfaces/ActionChunk)
 Services:    ~/hold (std_srvs/SetBool): true stops publishing at once, false resumes
              distillation from bags (see ros/distillation.py), unless distillation is false
 Callbacks only store messages; inference runs on one worker thread, woken by the chunk timer
-(and, with a watermark, by each joint state, the newest observation);
+(and, with a watermark, as soon as the camera frames and joint state of one moment are in);
 a new policy loads on a loader thread beside the serving one.
 Relative topic names: remap them or push the node into a namespace.
 """
@@ -211,6 +211,7 @@ class PolicyNode(Node):
                 self.assembler.invalidate(f"camera:{camera}", time_to_ns(msg.header.stamp), str(error))
                 return
             self.assembler.update_image(camera, time_to_ns(msg.header.stamp), rgb)
+            self._observation_arrived()
         return callback
 
     def joint_state_callback(self, msg: JointState) -> None:
@@ -220,7 +221,12 @@ class PolicyNode(Node):
             self.assembler.invalidate("joint_states", time_to_ns(msg.header.stamp), str(error))
             return
         self.assembler.update_joints(time_to_ns(msg.header.stamp), positions)
-        if self.config.watermark > 0:  # a due chunk starts from this observation, not the next timer tick
+        self._observation_arrived()
+
+    def _observation_arrived(self) -> None:
+        # With a watermark, a due chunk starts as soon as the inputs of one moment are all in (the
+        # stamps of a control tick: within half an action step), not at the next timer tick.
+        if self.config.watermark > 0 and self.assembler.in_step(self.config.action_dt / 2):
             self._tick.set()
 
     def instruction_callback(self, msg: String) -> None:

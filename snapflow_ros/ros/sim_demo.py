@@ -142,7 +142,7 @@ class RosSession:
         params = config.workdir / "policy_node.yaml"
         params.write_text(yaml.safe_dump({"/**": {"ros__parameters": {
             "checkpoint": str(teacher), "joint_names": list(STATE_NAMES), "cameras": ["top"],
-            # A new chunk once 90% of the previous one is executed (checked on each joint state), as sim-eval's
+            # A new chunk once 90% of the previous one is executed (checked as each observation completes), as sim-eval's
             # replan_every = chunk size: a policy commits to a route for a whole chunk.
             "chunk_rate_hz": 20.0, "watermark": 0.9, "action_dt": 1.0 / config.rate_hz, "max_input_age": 0.5,
             "distillation_threads": 1}}}))
