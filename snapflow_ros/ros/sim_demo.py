@@ -142,9 +142,10 @@ class RosSession:
         params = config.workdir / "policy_node.yaml"
         params.write_text(yaml.safe_dump({"/**": {"ros__parameters": {
             "checkpoint": str(teacher), "joint_names": list(STATE_NAMES), "cameras": ["top"],
-            # A new chunk once 90% of the previous one is executed (checked as each observation completes), as sim-eval's
-            # replan_every = chunk size: a policy commits to a route for a whole chunk.
-            "chunk_rate_hz": 20.0, "watermark": 0.9, "action_dt": 1.0 / config.rate_hz, "max_input_age": 0.5,
+            # A new chunk from the first complete observation after 90% of the previous one is
+            # executed, i.e. the whole chunk, as sim-eval's replan_every = chunk size. The timer is a
+            # fallback only: at 20 Hz it would often fire first and take the previous tick's frame.
+            "chunk_rate_hz": 2.0, "watermark": 0.9, "action_dt": 1.0 / config.rate_hz, "max_input_age": 0.5,
             "distillation_threads": 1}}}))
         log(f"ROS: policy_node serving the teacher (ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']}, localhost)")
         self.node_process = subprocess.Popen(_python("snapflow_ros.ros.policy_node", "--ros-args", "--params-file",
