@@ -13,7 +13,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import rclpy
 from rclpy.node import Node
 from snapflow_interfaces.msg import ActionChunk as ActionChunkMsg
@@ -22,15 +21,12 @@ from snapflow_ros.ros.conversions import duration_to_seconds, time_to_ns
 from snapflow_ros.ros.fake_sensors import FakeCameraPublisher, FakeJointStatePublisher
 from snapflow_ros.ros.isolation import isolated_ros_env
 from snapflow_ros.ros.qos import COMMAND_QOS
+from snapflow_ros.runtime.timing import percentiles
 
 
 def _rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _percentiles(values: list[float]) -> dict[str, float]:
-    return {f"p{q}": float(np.percentile(values, q)) for q in (50, 95, 99)} if values else {}
 
 
 def bench_node(checkpoint: Path, joint_names: list[str], cameras: list[str], seconds: float,
@@ -104,8 +100,8 @@ def bench_node(checkpoint: Path, joint_names: list[str], cameras: list[str], sec
         "chunks": len(window), "chunks_per_second": len(window) / elapsed,
         "chunks_missing_by_sequence": (sequences[-1] - sequences[0] + 1 - len(sequences)) if sequences else 0,
         "frames_published_per_second": frames / elapsed,
-        "latency_ms": {"observation_to_chunk_received": _percentiles(end_to_end),
-                       "inference": _percentiles(inference), "node_overhead": _percentiles(overhead)},
+        "latency_ms": {"observation_to_chunk_received": percentiles(end_to_end),
+                       "inference": percentiles(inference), "node_overhead": percentiles(overhead)},
         "node_rss_mb": {"start": start_rss, "end": samples[-1] if samples else start_rss,
                         "max": max(samples, default=start_rss)},
         "note": "node_overhead = observation stamp -> chunk received, minus the node's inference latency "

@@ -249,7 +249,8 @@ def _ros_line(task: str, row: dict) -> str:
 
 def run_sim_demo(config: SimDemoConfig) -> dict:
     from snapflow_ros.cli.sim import format_table
-    from snapflow_ros.sim.evaluation import Candidate, evaluate_task, overall, percentiles, write_plot
+    from snapflow_ros.runtime.timing import percentiles
+    from snapflow_ros.sim.evaluation import Candidate, evaluate_task, overall, write_plot
     from snapflow_ros.sim.tasks import get_task
 
     started = time.perf_counter()

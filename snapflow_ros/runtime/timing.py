@@ -9,6 +9,11 @@ from collections.abc import Callable
 import numpy as np
 
 
+def percentiles(latencies_ms: list[float]) -> dict[str, float]:
+    """p50, p95 and p99 (empty without samples)."""
+    return {f"p{q}": float(np.percentile(latencies_ms, q)) for q in (50, 95, 99)} if len(latencies_ms) else {}
+
+
 def measure_interleaved(probes: dict[str, Callable[[], object]], repeats: int,
                         warmup: int = 1) -> dict[str, dict[str, float]]:
     """name -> {p50, p95, p99, mean} in milliseconds."""
@@ -21,6 +26,4 @@ def measure_interleaved(probes: dict[str, Callable[[], object]], repeats: int,
             start = time.perf_counter()
             probe()
             times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95)),
-                   "p99": float(np.percentile(v, 99)), "mean": float(np.mean(v))}
-            for name, v in times.items()}
+    return {name: percentiles(v) | {"mean": float(np.mean(v))} for name, v in times.items()}

@@ -59,10 +59,15 @@ class ObservationAssembler:
         with self._lock:
             return {name: (now_ns - item.stamp_ns) * 1e-9 for name, item in self._latest.items()}
 
+    @property
+    def inputs(self) -> list[str]:
+        """The names an observation needs: every camera and the joint states."""
+        return [f"camera:{c}" for c in self.cameras] + ["joint_states"]
+
     def in_step(self, tolerance_s: float) -> bool:
         """True when every input has a message and their stamps lie within `tolerance_s`: the
         newest messages belong to one moment (e.g. the camera frame and joint state of one tick)."""
-        names = [f"camera:{c}" for c in self.cameras] + ["joint_states"]
+        names = self.inputs
         with self._lock:
             stamps = [self._latest[n].stamp_ns for n in names if n in self._latest]
         return len(stamps) == len(names) and (max(stamps) - min(stamps)) * 1e-9 <= tolerance_s
@@ -71,7 +76,7 @@ class ObservationAssembler:
         with self._lock:
             latest = dict(self._latest)
             instruction = self.instruction
-        names = [f"camera:{c}" for c in self.cameras] + ["joint_states"]
+        names = self.inputs
         missing = [n for n in names if n not in latest]
         if missing:
             raise HoldError(f"no message yet on {missing}")

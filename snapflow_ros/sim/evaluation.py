@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from snapflow_ros.runtime.serving import load_served_policy
+from snapflow_ros.runtime.timing import percentiles
 from snapflow_ros.sim.robot import MetaWorldRobot
 from snapflow_ros.sim.rollout import EpisodeResult, run_episode
 from snapflow_ros.sim.tasks import SimTask
@@ -36,11 +37,6 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def percentiles(latencies_ms: list[float]) -> dict[str, float]:
-    """p50, p95 and p99 (empty without samples)."""
-    return {f"p{q}": float(np.percentile(latencies_ms, q)) for q in (50, 95, 99)} if len(latencies_ms) else {}
 
 
 def summarize(results: list[EpisodeResult]) -> dict:

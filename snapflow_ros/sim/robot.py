@@ -103,20 +103,17 @@ class MetaWorldRobot:
             self.env._target_pos = goal
             self.env.model.site("goal").pos = goal
             self._mujoco.mj_forward(self.env.model, self.env.data)  # else the first frame shows the old goal
+        if self.render and not self._scene_ready:  # the renderer exists once the env has been reset
+            # 2x faster frames on a CPU without reflections, shadows and the skybox.
+            scene = self.env.mujoco_renderer._get_viewer("rgb_array").scn
+            for flag in (self._mujoco.mjtRndFlag.mjRND_REFLECTION, self._mujoco.mjtRndFlag.mjRND_SHADOW,
+                         self._mujoco.mjtRndFlag.mjRND_SKYBOX):
+                scene.flags[flag] = 0
+            self._scene_ready = True
         return self._observe()
 
     def _observe(self, render: bool = True) -> SimObservation:
-        if not (self.render and render):
-            image = np.zeros((0, 0, 3), np.uint8)
-        else:
-            if not self._scene_ready:  # the renderer exists once reset() has run
-                # 2x faster frames on a CPU without reflections, shadows and the skybox.
-                scene = self.env.mujoco_renderer._get_viewer("rgb_array").scn
-                for flag in (self._mujoco.mjtRndFlag.mjRND_REFLECTION, self._mujoco.mjtRndFlag.mjRND_SHADOW,
-                             self._mujoco.mjtRndFlag.mjRND_SKYBOX):
-                    scene.flags[flag] = 0
-                self._scene_ready = True
-            image = self.env.render()
+        image = self.env.render() if self.render and render else np.zeros((0, 0, 3), np.uint8)
         state = np.concatenate([self.full_obs[:3], [np.clip(self.full_obs[3], 0.0, 1.0)]])
         return SimObservation(np.ascontiguousarray(image), state)
 
