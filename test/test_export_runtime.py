@@ -109,10 +109,10 @@ def test_failed_export_leaves_nothing_behind(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["pi0", "pi05", "smolvla"])
 def test_lerobot_exports_match_torch(family, tmp_path):
-    from snapflow_ros.families.lerobot.tiny import build_tiny_teacher
+    from snapflow_ros.families.lerobot.builders import build_lerobot_checkpoint
 
     data = make_dataset(64, seed=2)[0]
-    teacher = build_tiny_teacher(family, tmp_path / "teacher", states=data.states, actions=data.actions,
+    teacher = build_lerobot_checkpoint(family, tmp_path / "teacher", states=data.states, actions=data.actions,
                                  cameras=("front",), instructions=data.instructions, chunk_size=8)
     manifest = export_policy(teacher, tmp_path / "onnx")
     assert manifest.steps == 10 and manifest.noise_dim == 8  # a teacher; LeRobot pads actions to 8 here

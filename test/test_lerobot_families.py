@@ -16,7 +16,7 @@ from snapflow_distill.loss import consistency_loss, flow_matching_loss
 from snapflow_distill.synthetic import make_dataset
 from snapflow_distill.trainer import TrainConfig, Trainer
 from snapflow_ros.errors import CheckpointError
-from snapflow_ros.families.lerobot.tiny import build_tiny_teacher, tiny_pi_architecture
+from snapflow_ros.families.lerobot.builders import build_lerobot_checkpoint, pi_architecture
 from snapflow_ros.flow.sampling import euler_sample
 from snapflow_ros.policy.checkpoint import load_policy, save_policy
 
@@ -31,7 +31,7 @@ def data():
 @pytest.fixture(scope="module")
 def teachers(data, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("lerobot_teachers")
-    return {family: build_tiny_teacher(family, root / family, states=data.states, actions=data.actions,
+    return {family: build_lerobot_checkpoint(family, root / family, states=data.states, actions=data.actions,
                                        cameras=("front",), instructions=data.instructions, chunk_size=8)
             for family in FAMILIES}
 
@@ -146,12 +146,12 @@ def test_student_directory_stays_readable_by_lerobot(teachers, tmp_path, family)
     assert {"config.json", "model.safetensors", "policy_preprocessor.json", "policy_postprocessor.json",
             "snapflow_target_time.safetensors", "snapflow.json", "tokenizer"} <= names
     policy_class = type(student.lerobot)
-    spec = json.loads((path / "snapflow.json").read_text())["tiny_architecture"]
+    spec = json.loads((path / "snapflow.json").read_text())["architecture"]
     from lerobot.configs.policies import PreTrainedConfig
 
     config = PreTrainedConfig.from_pretrained(path)
     student.adjust_config(config, {"vlm": path / "vlm"} if family == "smolvla" else {})
-    with tiny_pi_architecture(spec):
+    with pi_architecture(spec):
         theirs = policy_class.from_pretrained(path, config=config)
     ours = student.lerobot.state_dict()
     assert all(torch.equal(v, theirs.state_dict()[k]) for k, v in ours.items())

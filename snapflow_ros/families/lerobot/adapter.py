@@ -2,11 +2,9 @@
 
 What is LeRobot's and reused as is: the checkpoint's pre/post-processor pipelines (normalisation,
 tokenisation, pi0.5's state-in-prompt), the policies' own image/state/action preparation, the
-prefix embedding and `denoise_step`. What SnapFlow adds: phi(s) (TargetTimeMLP), added to the
-sinusoidal time embedding where it enters the policy's own time MLP, through a forward pre-hook
-on that MLP's first Linear (so no LeRobot code is copied and no checkpoint key changes):
-    pi0, SmolVLA: action_time_mlp_in([action_emb | time_emb])  -> phi(s) joins the time half
-    pi0.5:        time_mlp_in(time_emb)  (the adaRMS conditioning path)
+prefix embedding and expert layers. What SnapFlow adds: phi(s) (TargetTimeMLP), passed
+explicitly through the expert pass (suffix.py) and added to the sinusoidal time embedding where
+it enters the policy's own time MLP; no checkpoint key changes.
 """
 
 from __future__ import annotations
@@ -29,8 +27,16 @@ from snapflow_ros.families.lerobot.processor import (
     TOKENIZER,
     LeRobotProcessor,
     load_processors,
+    static_token_padding,
 )
-from snapflow_ros.families.lerobot.tiny import tiny_pi_architecture
+from snapflow_ros.families.lerobot.builders import construct_policy
+from snapflow_ros.families.lerobot.suffix import (
+    gemma_expert,
+    pi05_suffix,
+    pi0_suffix,
+    smolvla_suffix,
+    suffix_attention,
+)
 from snapflow_ros.flow.target_time import TargetTimeMLP
 from snapflow_ros.policy.checkpoint import CONFIG, WEIGHTS, load_state_strict, read_tensors
 from snapflow_ros.policy.contract import FlowPolicy, RawBatch
@@ -62,30 +68,25 @@ class LeRobotAdapter(FlowPolicy):
     """Common part; subclasses name the LeRobot class, the time-MLP entry and the prefix/step calls."""
 
     family: str
-    split_time_input: bool  # the hooked Linear sees [action_emb | time_emb] (True) or time_emb
 
     def __init__(self, policy: nn.Module, preprocessor: Any, postprocessor: Any,
-                 bundled: dict[str, Path] | None = None, tiny: dict | None = None) -> None:
+                 bundled: dict[str, Path] | None = None, architecture: dict | None = None) -> None:
         super().__init__()
         self.lerobot = policy
         self.preprocessor = preprocessor
         self.postprocessor = postprocessor
         self.bundled = bundled or {}  # TOKENIZER / VLM directories copied into saved checkpoints
-        self.tiny = tiny
+        self.architecture = architecture  # sizes LeRobot does not derive from config.json (builders.py)
         config = policy.config
         self.chunk_size = int(config.chunk_size)
         self.action_dim = int(config.output_features["action"].shape[0])
         self.cameras = tuple(k[len(IMAGE_PREFIX):] for k in config.image_features)
         self.target_time = TargetTimeMLP(self.time_width(), config.min_period, config.max_period)
-        self._target_time: torch.Tensor | None = None
-        self.time_input().register_forward_pre_hook(self._add_target_time)
+        static_token_padding(preprocessor)
 
     # --- family specifics -------------------------------------------------------------------
     @classmethod
     def policy_class(cls) -> type:
-        raise NotImplementedError
-
-    def time_input(self) -> nn.Linear:
         raise NotImplementedError
 
     def time_width(self) -> int:
@@ -100,26 +101,45 @@ class LeRobotAdapter(FlowPolicy):
     def embed_prefix(self, inputs: dict[str, Any]) -> LeRobotPrefixCache:
         raise NotImplementedError
 
-    def denoise(self, x: torch.Tensor, t: torch.Tensor, cache: LeRobotPrefixCache) -> torch.Tensor:
+    def denoise(self, x: torch.Tensor, t: torch.Tensor, s: torch.Tensor,
+                cache: LeRobotPrefixCache) -> torch.Tensor:
+        """One expert pass with phi(s) (suffix.py)."""
         raise NotImplementedError
 
     def expert_modules(self) -> list[nn.Module]:
         raise NotImplementedError
+
+    def backbone(self) -> nn.Module:
+        """The vision-language model: frozen by SnapFlow, so always in eval mode."""
+        raise NotImplementedError
+
+    def low_precision_modules(self) -> list[nn.Module]:
+        """What LeRobot keeps in bfloat16 (the VLM and the expert); projections stay float32."""
+        raise NotImplementedError
+
+    def keep_float32(self) -> None:
+        """Restore the float32 islands of LeRobot's bfloat16 layout after a cast."""
 
     # --- FlowPolicy ----------------------------------------------------------------------------
     @property
     def noise_dim(self) -> int:
         return int(self.lerobot.config.max_action_dim)
 
-    def _add_target_time(self, module: nn.Module, args: tuple) -> tuple | None:
-        if self._target_time is None:
-            return None
-        (x,) = args
-        phi = self.target_time(self._target_time.to(x.device)).to(x.dtype)
-        if self.split_time_input:
-            width = x.shape[-1] // 2
-            return (torch.cat([x[..., :width], x[..., width:] + phi[:, None, :]], dim=-1),)
-        return (x + phi,)
+    @property
+    def input_dtype(self) -> torch.dtype:
+        return torch.float32  # LeRobot casts inputs to each module's dtype itself
+
+    def to_precision(self, dtype: torch.dtype) -> None:
+        for module in self.low_precision_modules():
+            module.to(dtype)
+        self.keep_float32()
+
+    def train(self, mode: bool = True) -> LeRobotAdapter:
+        super().train(mode)
+        # Frozen, and in train mode LeRobot's gradient_checkpointing would also switch off the
+        # prefix KV cache (use_cache=False) that every expert pass attends to.
+        self.backbone().eval()
+        return self
 
     @property
     def processor(self) -> LeRobotProcessor:
@@ -152,11 +172,7 @@ class LeRobotAdapter(FlowPolicy):
 
     def velocity(self, x: torch.Tensor, t: torch.Tensor, s: torch.Tensor,
                  cache: LeRobotPrefixCache) -> torch.Tensor:
-        self._target_time = s
-        try:
-            return self.denoise(x, t, cache)
-        finally:
-            self._target_time = None
+        return self.denoise(x, t, s.to(t.device), cache)
 
     def unnormalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
         return self.processor.unnormalize_actions(actions)
@@ -181,7 +197,7 @@ class LeRobotAdapter(FlowPolicy):
         save_file(state, directory / TARGET_TIME)
         for name, source in self.bundled.items():
             shutil.copytree(source, directory / name)
-        meta = {"family": self.family, "target_time": TARGET_TIME, "tiny_architecture": self.tiny}
+        meta = {"family": self.family, "target_time": TARGET_TIME, "architecture": self.architecture}
         (directory / SNAPFLOW).write_text(json.dumps(meta, indent=2) + "\n")
 
     @classmethod
@@ -202,12 +218,11 @@ class LeRobotAdapter(FlowPolicy):
         config.device = str(torch.device(device))
         bundled = {name: directory / name for name in (TOKENIZER, VLM) if (directory / name).is_dir()}
         cls.adjust_config(config, bundled)
-        tiny = meta.get("tiny_architecture")
-        with tiny_pi_architecture(tiny):
-            policy = policy_class(config)
+        architecture = meta.get("architecture", meta.get("tiny_architecture"))  # older name
+        policy = construct_policy(policy_class, config, architecture)
         load_lerobot_weights(policy, directory / WEIGHTS)
         preprocessor, postprocessor = load_processors(directory, config.device, bundled.get(TOKENIZER))
-        adapter = cls(policy, preprocessor, postprocessor, bundled, tiny)
+        adapter = cls(policy, preprocessor, postprocessor, bundled, architecture)
         if (directory / TARGET_TIME).is_file():
             load_state_strict(adapter.target_time, read_tensors(directory / TARGET_TIME), directory)
         return adapter.to(device)
@@ -217,26 +232,53 @@ class LeRobotAdapter(FlowPolicy):
         """Point the config at files bundled in the checkpoint (SmolVLA's VLM directory)."""
 
 
+class _Stored:
+    """A tensor of the weight file, named by its key there; read only when copied in."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def clone(self) -> _Stored:  # LeRobot's key migration clones tied values
+        return self
+
+
 def load_lerobot_weights(policy: nn.Module, path: Path) -> None:
-    """Strict load (LeRobot's from_pretrained would print and return random weights instead).
+    """Strict load (LeRobot's from_pretrained would print and return random weights instead),
+    one tensor at a time: peak memory stays the model plus its largest tensor.
 
     Tensors saved once for several tied parameters count as present for all of them.
     """
-    state = read_tensors(path)
-    fix = getattr(policy, "_fix_pytorch_state_dict_keys", None)
-    if fix is not None:  # LeRobot's own key migration for older/converted pi checkpoints
-        state = fix(state, policy.config)
-    state = {k if k.startswith("model.") else f"model.{k}": v for k, v in state.items()}
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise CheckpointError(f"{path.parent}: {path.name} missing")
     try:
-        missing, unexpected = policy.load_state_dict(state, strict=False)
-    except RuntimeError as error:  # shape mismatches
-        raise CheckpointError(f"{path}: {error}") from None
-    expected = policy.state_dict()
-    loaded = {expected[k].data_ptr() for k in state if k in expected}
-    missing = [k for k in missing if expected[k].data_ptr() not in loaded]
-    if missing or unexpected:
-        raise CheckpointError(f"{path}: weights do not match config.json: missing {sorted(missing)[:8]}, "
-                              f"unexpected {sorted(unexpected)[:8]}")
+        handle = safe_open(str(path), framework="pt")
+    except Exception as error:  # safetensors raises several types for corrupt files
+        raise CheckpointError(f"{path}: unreadable ({error})") from None
+    with handle as weights:
+        stored: dict[str, Any] = {key: _Stored(key) for key in weights.keys()}
+        fix = getattr(policy, "_fix_pytorch_state_dict_keys", None)
+        if fix is not None:  # LeRobot's own key migration for older/converted pi checkpoints
+            stored = fix(stored, policy.config)
+        stored = {k if k.startswith("model.") else f"model.{k}": v for k, v in stored.items()}
+        expected = policy.state_dict()  # detached views of the parameters: copy_ fills them
+        unexpected = sorted(k for k in stored if k not in expected)
+        mismatched, loaded = [], set()
+        with torch.no_grad():
+            for name, item in stored.items():
+                if name not in expected:
+                    continue
+                tensor = weights.get_tensor(item.key)
+                if tuple(tensor.shape) != tuple(expected[name].shape):
+                    mismatched.append(f"{name} {tuple(tensor.shape)} vs {tuple(expected[name].shape)}")
+                    continue
+                expected[name].copy_(tensor)
+                loaded.add(expected[name].data_ptr())
+    missing = sorted(k for k in expected if k not in stored and expected[k].data_ptr() not in loaded)
+    if missing or unexpected or mismatched:
+        raise CheckpointError(f"{path}: weights do not match config.json: missing {missing[:8]}, "
+                              f"unexpected {unexpected[:8]}, shape-mismatched {mismatched[:8]}")
 
 
 def _prefix_kv(model: nn.Module, forward: Any, prefix_embs: torch.Tensor,
@@ -275,26 +317,60 @@ class _PiAdapter(LeRobotAdapter):
         kv = _prefix_kv(model, model.paligemma_with_expert.forward, embs, pad, att, attention_4d=True)
         return LeRobotPrefixCache(kv, pad, inputs.get("state"))
 
-    def denoise(self, x: torch.Tensor, t: torch.Tensor, cache: LeRobotPrefixCache) -> torch.Tensor:
-        kwargs = {"state": cache.state} if self.family == "pi0" else {}
-        # denoise_step works on a clone of the cache (LeRobot's clone_past_key_values).
-        return self.lerobot.model.denoise_step(prefix_pad_masks=cache.prefix_pad_masks,
-                                               past_key_values=cache.past_key_values, x_t=x,
-                                               timestep=t, **kwargs)
+    def denoise(self, x: torch.Tensor, t: torch.Tensor, s: torch.Tensor,
+                cache: LeRobotPrefixCache) -> torch.Tensor:
+        from lerobot.policies.common.vla_utils import prepare_attention_masks_4d
+
+        model = self.lerobot.model
+        if self.family == "pi0":
+            embs, pad, att, condition = pi0_suffix(model, cache.state, x, t, s, self.target_time)
+        else:
+            embs, pad, att, condition = pi05_suffix(model, x, t, s, self.target_time)
+        mask, position_ids = suffix_attention(cache.prefix_pad_masks, pad, att)
+        expert = model.paligemma_with_expert.gemma_expert.model
+        expert.config._attn_implementation = "eager"  # as LeRobot's denoise_step sets it
+        out = gemma_expert(expert, embs,
+                           prepare_attention_masks_4d(mask), position_ids,
+                           [(keys, values) for keys, values, *_ in cache.past_key_values], condition,
+                           checkpoint_layers=self.gradient_checkpointing and self.training)
+        # LeRobot: the expert output goes to action_out_proj in float32.
+        return model.action_out_proj(out[:, -self.chunk_size:].to(torch.float32))
+
+    # LeRobot's own `gradient_checkpointing` (config.json) is the flag: expert layers are
+    # recomputed one at a time in backward (gemma_expert), with its _apply_checkpoint pieces.
+    checkpoints_layers = True
+
+    @property
+    def gradient_checkpointing(self) -> bool:
+        return bool(self.lerobot.model.gradient_checkpointing_enabled)
+
+    @gradient_checkpointing.setter
+    def gradient_checkpointing(self, enabled: bool) -> None:
+        self.lerobot.model.gradient_checkpointing_enabled = bool(enabled)
+
+    def backbone(self) -> nn.Module:
+        return self.lerobot.model.paligemma_with_expert.paligemma
+
+    def low_precision_modules(self) -> list[nn.Module]:
+        return [self.lerobot.model.paligemma_with_expert]
+
+    def keep_float32(self) -> None:
+        # PaliGemmaWithExpertModel.to_bfloat16_for_selected_params keeps these in float32.
+        islands = ("vision_tower", "multi_modal_projector", "input_layernorm",
+                   "post_attention_layernorm", "model.norm")
+        for name, param in self.lerobot.model.paligemma_with_expert.named_parameters():
+            if any(island in name for island in islands):
+                param.data = param.data.to(torch.float32)
 
 
 class PI0Adapter(_PiAdapter):
     family = "pi0"
-    split_time_input = True
 
     @classmethod
     def policy_class(cls) -> type:
         from lerobot.policies.pi0.modeling_pi0 import PI0Policy
 
         return PI0Policy
-
-    def time_input(self) -> nn.Linear:
-        return self.lerobot.model.action_time_mlp_in
 
     def expert_modules(self) -> list[nn.Module]:
         m = self.lerobot.model
@@ -304,16 +380,12 @@ class PI0Adapter(_PiAdapter):
 
 class PI05Adapter(_PiAdapter):
     family = "pi05"
-    split_time_input = False
 
     @classmethod
     def policy_class(cls) -> type:
         from lerobot.policies.pi05.modeling_pi05 import PI05Policy
 
         return PI05Policy
-
-    def time_input(self) -> nn.Linear:
-        return self.lerobot.model.time_mlp_in
 
     def expert_modules(self) -> list[nn.Module]:
         m = self.lerobot.model
@@ -323,7 +395,6 @@ class PI05Adapter(_PiAdapter):
 
 class SmolVLAAdapter(LeRobotAdapter):
     family = "smolvla"
-    split_time_input = True
 
     @classmethod
     def policy_class(cls) -> type:
@@ -336,9 +407,6 @@ class SmolVLAAdapter(LeRobotAdapter):
         if VLM in bundled:
             config.vlm_model_name = str(bundled[VLM])
             config.load_vlm_weights = False  # the weights are in model.safetensors
-
-    def time_input(self) -> nn.Linear:
-        return self.lerobot.model.action_time_mlp_in
 
     def time_width(self) -> int:
         return int(self.lerobot.model.vlm_with_expert.expert_hidden_size)
@@ -360,10 +428,24 @@ class SmolVLAAdapter(LeRobotAdapter):
         kv = _prefix_kv(model, model.vlm_with_expert.forward, embs, pad, att, attention_4d=False)
         return LeRobotPrefixCache(kv, pad, None)
 
-    def denoise(self, x: torch.Tensor, t: torch.Tensor, cache: LeRobotPrefixCache) -> torch.Tensor:
-        # SmolVLA's denoise_step appends to the cache and crops it back to the prefix afterwards.
-        return self.lerobot.model.denoise_step(prefix_pad_masks=cache.prefix_pad_masks,
-                                               past_key_values=cache.past_key_values, x_t=x, timestep=t)
+    def denoise(self, x: torch.Tensor, t: torch.Tensor, s: torch.Tensor,
+                cache: LeRobotPrefixCache) -> torch.Tensor:
+        model = self.lerobot.model
+        embs, pad, att = smolvla_suffix(model, x, t, s, self.target_time)
+        mask, position_ids = suffix_attention(cache.prefix_pad_masks, pad, att)
+        prefix_len = cache.prefix_pad_masks.shape[1]
+        out, _ = model.vlm_with_expert.forward(attention_mask=mask, position_ids=position_ids,
+                                               past_key_values=cache.past_key_values,
+                                               inputs_embeds=[None, embs], use_cache=model.config.use_cache)
+        # Its self-attention layers append the suffix K/V to the cache; restore the prefix.
+        cache.past_key_values.crop(prefix_len)
+        return model.action_out_proj(out[1][:, -self.chunk_size:].to(torch.float32))
+
+    def backbone(self) -> nn.Module:
+        return self.lerobot.model.vlm_with_expert.vlm
+
+    def low_precision_modules(self) -> list[nn.Module]:
+        return [self.lerobot.model.vlm_with_expert]
 
     def expert_modules(self) -> list[nn.Module]:
         m = self.lerobot.model

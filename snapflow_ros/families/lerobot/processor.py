@@ -124,7 +124,19 @@ class LeRobotProcessor:
         config = PreTrainedConfig.from_pretrained(directory)
         tokenizer_dir = directory / TOKENIZER if (directory / TOKENIZER).is_dir() else None
         pre, post = load_processors(directory, "cpu", tokenizer_dir)
+        static_token_padding(pre)
         return cls(adapter_class, config, pre, post, tokenizer_dir)
+
+
+def static_token_padding(preprocessor: Any) -> None:
+    """Instruction tokens padded to the checkpoint's tokenizer_max_length (with the mask), as pi0
+    and pi0.5 already do: SmolVLA pads to the longest in the batch, which an exported graph of
+    fixed shape cannot take. Padding is masked out, so the actions do not change."""
+    from lerobot.processor.tokenizer_processor import TokenizerProcessorStep
+
+    for step in preprocessor.steps:
+        if isinstance(step, TokenizerProcessorStep):
+            step.padding = "max_length"
 
 
 def load_processors(directory: Path, device: str, tokenizer_dir: Path | None) -> tuple[Any, Any]:

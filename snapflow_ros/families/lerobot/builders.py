@@ -1,10 +1,11 @@
-"""Tiny LeRobot pi0 / pi0.5 / SmolVLA checkpoints, built offline, for tests and benchmarks.
+"""LeRobot pi0 / pi0.5 / SmolVLA checkpoints with random weights, built offline, at any size of
+architectures.py (tiny for tests, width for CI, full = the published architecture).
 
-Real architectures at toy size: the same classes, processors and code paths as the full models,
-with random weights, a small word-level tokenizer and (SmolVLA) a small local SmolVLM config.
-pi0/pi0.5 hard-code their PaliGemma/Gemma sizes, so a tiny one is built inside
-`tiny_pi_architecture`, which swaps LeRobot's size lookups for the duration of construction; the
-spec is stored in the checkpoint's snapflow.json so it reloads the same way.
+The same classes, processors and code paths as a real checkpoint, with a small word-level
+tokenizer and (SmolVLA) a local SmolVLM config + processor, bundled so the checkpoint loads
+offline. pi0/pi0.5 hard-code their PaliGemma/Gemma sizes, so a smaller one is built inside
+`pi_architecture`, which swaps LeRobot's size lookups during construction; the spec is stored
+in the checkpoint's snapflow.json so it reloads the same way (none for full size: LeRobot's own).
 """
 
 from __future__ import annotations
@@ -16,21 +17,17 @@ from typing import Any
 
 import torch
 
-# The VLM and the expert must share depth, heads (8: LeRobot hard-codes it in its training
-# forward), kv heads and head_dim; the image projector must output the VLM width.
-TINY_PI = {
-    "vlm": {"width": 64, "depth": 2, "mlp_dim": 128, "num_heads": 8, "num_kv_heads": 1, "head_dim": 16},
-    "expert": {"width": 32, "depth": 2, "mlp_dim": 64, "num_heads": 8, "num_kv_heads": 1, "head_dim": 16},
-    "vision": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-               "num_attention_heads": 2, "patch_size": 8},
-}
-IMAGE_SIZE = 32
+from snapflow_ros.errors import ConfigError
+from snapflow_ros.families.lerobot.architectures import PI, SIZES, SMOLVLA, TINY_POLICY
+
 FAMILIES = ("pi0", "pi05", "smolvla")
+DTYPES = ("float32", "bfloat16")
 
 
 @contextlib.contextmanager
-def tiny_pi_architecture(spec: dict | None) -> Iterator[None]:
-    """While active, LeRobot's pi0/pi0.5 build the PaliGemma/Gemma sizes of `spec` (no-op for None)."""
+def pi_architecture(spec: dict | None) -> Iterator[None]:
+    """While active, LeRobot's pi0/pi0.5 build the PaliGemma/Gemma sizes of `spec` (no-op for
+    None: LeRobot's own gemma_2b / gemma_300m / so400m)."""
     if spec is None:
         yield
         return
@@ -56,7 +53,7 @@ def tiny_pi_architecture(spec: dict | None) -> Iterator[None]:
             config.text_config.vocab_size = vocab_size
             return _real(config)
 
-        class Mapping:  # the expert's (unused) lm_head gets the small vocabulary too
+        class Mapping:  # the expert's (unused) lm_head gets the vocabulary too
             def __getitem__(self, key: str, _real=real_mapping) -> Any:
                 config_class = _real[key]
                 if key == "gemma":
@@ -73,6 +70,26 @@ def tiny_pi_architecture(spec: dict | None) -> Iterator[None]:
             module.get_gemma_config = get_config
             module.PaliGemmaForConditionalGenerationWithPiGemma = real_paligemma
             module.CONFIG_MAPPING = real_mapping
+
+
+def construct_policy(policy_class: type, config: Any, architecture: dict | None) -> Any:
+    """LeRobot's policy for `config`; a bfloat16 one is built in bfloat16 directly (LeRobot
+    builds float32 and casts: 16 GB for pi0.5, over half this machine's memory), with LeRobot's
+    float32 islands, and the projections and time MLPs outside the VLM/expert in float32."""
+    low = getattr(config, "dtype", "float32") == "bfloat16"
+    previous = torch.get_default_dtype()
+    if low:
+        torch.set_default_dtype(torch.bfloat16)
+    try:
+        with pi_architecture(architecture):
+            policy = policy_class(config)
+    finally:
+        torch.set_default_dtype(previous)
+    if low:
+        for name, module in policy.model.named_children():
+            if name != "paligemma_with_expert":
+                module.float()
+    return policy
 
 
 def build_tokenizer(directory: Path, extra_words: list[str]) -> Any:
@@ -102,25 +119,22 @@ def build_tokenizer(directory: Path, extra_words: list[str]) -> Any:
     return fast
 
 
-def build_smolvlm_directory(directory: Path, tokenizer: Any) -> None:
+def build_smolvlm_directory(directory: Path, tokenizer: Any, spec: dict) -> None:
     """A local SmolVLM config + processor (what SmolVLA reads from `vlm_model_name`)."""
     from transformers import SmolVLMConfig, SmolVLMImageProcessor, SmolVLMProcessor
     from transformers.models.smolvlm.video_processing_smolvlm import SmolVLMVideoProcessor
 
-    patch, scale = 16, 2
+    vision, scale = spec["vision"], spec["scale_factor"]
+    size = vision["image_size"]
     processor = SmolVLMProcessor(
-        image_processor=SmolVLMImageProcessor(size={"longest_edge": 64}, max_image_size={"longest_edge": 64},
+        image_processor=SmolVLMImageProcessor(size={"longest_edge": size}, max_image_size={"longest_edge": size},
                                               do_image_splitting=False),
         tokenizer=tokenizer, video_processor=SmolVLMVideoProcessor(),
-        image_seq_len=(64 // patch) ** 2 // scale**2)
+        image_seq_len=(size // vision["patch_size"]) ** 2 // scale**2)
     processor.save_pretrained(directory)
+    text = {**spec["text"], "vocab_size": spec["text"]["vocab_size"] or len(tokenizer)}
     SmolVLMConfig(
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-                       "num_attention_heads": 2, "image_size": 64, "patch_size": patch},
-        text_config={"model_type": "llama", "vocab_size": len(tokenizer), "hidden_size": 64,
-                     "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-                     "num_key_value_heads": 2, "head_dim": 16, "max_position_embeddings": 512,
-                     "rms_norm_eps": 1e-5, "pad_token_id": tokenizer.pad_token_id},
+        vision_config=vision, text_config={"model_type": "llama", **text, "pad_token_id": tokenizer.pad_token_id},
         scale_factor=scale, image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         pad_token_id=tokenizer.pad_token_id,
     ).save_pretrained(directory)
@@ -152,74 +166,77 @@ def _offline_tokenizer(tokenizer: Any) -> Iterator[None]:
         tokenizer_processor.AutoTokenizer = real
 
 
-def build_tiny_teacher(family: str, output: Path, *, states: torch.Tensor, actions: torch.Tensor,
-                       cameras: tuple[str, ...], instructions: list[str], chunk_size: int,
-                       seed: int = 0) -> Path:
-    """Writes a LeRobot checkpoint directory of a tiny random `family` policy (plus the bundled
-    tokenizer / VLM files so it loads offline) and returns it. Stats come from states/actions."""
+def build_lerobot_checkpoint(family: str, output: Path, *, states: torch.Tensor, actions: torch.Tensor,
+                             cameras: tuple[str, ...], instructions: list[str], size: str = "tiny",
+                             dtype: str = "float32", chunk_size: int | None = None, seed: int = 0) -> Path:
+    """Writes a LeRobot checkpoint directory of a random `family` policy of `size` (plus the
+    bundled tokenizer / VLM files so it loads offline) and returns it. Stats come from
+    states/actions. chunk_size: LeRobot's default (50) unless given."""
     import tempfile
 
     from lerobot.configs import FeatureType, PolicyFeature
 
-    from snapflow_ros.errors import ConfigError
     from snapflow_ros.families.lerobot.adapter import TOKENIZER, VLM
     from snapflow_ros.families.registry import family as family_class
     from snapflow_ros.policy.checkpoint import save_policy
 
-    if family not in FAMILIES:
-        raise ConfigError(f"family must be one of {FAMILIES}, got {family!r}")
+    for name, value, choices in (("family", family, FAMILIES), ("size", size, SIZES), ("dtype", dtype, DTYPES)):
+        if value not in choices:
+            raise ConfigError(f"{name} must be one of {choices}, got {value!r}")
+    if family == "smolvla" and dtype != "float32":
+        raise ConfigError("SmolVLA has no dtype setting in LeRobot (it builds float32 when the VLM "
+                          "weights come from the checkpoint); build it with dtype float32")
     torch.manual_seed(seed)
-    state_dim, action_dim = states.shape[-1], actions.shape[-1]
+    spec = (SMOLVLA if family == "smolvla" else PI)[size]
+    image = spec["vision"]["image_size"] if family == "smolvla" else spec["image_size"]
     features = {
         "input_features": {
-            **{f"observation.images.{c}": PolicyFeature(FeatureType.VISUAL, (3, IMAGE_SIZE, IMAGE_SIZE))
-               for c in cameras},
-            "observation.state": PolicyFeature(FeatureType.STATE, (state_dim,)),
+            **{f"observation.images.{c}": PolicyFeature(FeatureType.VISUAL, (3, image, image)) for c in cameras},
+            "observation.state": PolicyFeature(FeatureType.STATE, (states.shape[-1],)),
         },
-        "output_features": {"action": PolicyFeature(FeatureType.ACTION, (action_dim,))},
+        "output_features": {"action": PolicyFeature(FeatureType.ACTION, (actions.shape[-1],))},
     }
+    settings: dict[str, Any] = {**(TINY_POLICY[family] if size == "tiny" else {}), **features,
+                                "device": "cpu", "push_to_hub": False}
+    if chunk_size is not None:
+        settings |= {"chunk_size": chunk_size, "n_action_steps": chunk_size}
     stats = {"observation.state": _stats(states), "action": _stats(actions)}
     words = sorted({w for text in instructions for w in text.replace(",", " ").split()})
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         tokenizer = build_tokenizer(scratch / TOKENIZER, words)
         bundled = {TOKENIZER: scratch / TOKENIZER}
-        tiny = None
+        architecture = None  # full size: LeRobot's own sizes, nothing to record
         if family == "smolvla":
-            from lerobot.policies.smolvla.configuration_smolvla import SmolVLAConfig
-            from lerobot.policies.smolvla.processor_smolvla import make_smolvla_pre_post_processors
+            from lerobot.policies.smolvla.configuration_smolvla import SmolVLAConfig as Config
+            from lerobot.policies.smolvla.processor_smolvla import make_smolvla_pre_post_processors as make_processors
 
-            build_smolvlm_directory(scratch / VLM, tokenizer)
+            build_smolvlm_directory(scratch / VLM, tokenizer, spec)
             bundled[VLM] = scratch / VLM
-            config = SmolVLAConfig(
-                device="cpu", vlm_model_name=str(scratch / VLM), load_vlm_weights=False, num_vlm_layers=2,
-                num_expert_layers=-1, self_attn_every_n_layers=2, expert_width_multiplier=0.75,
-                attention_mode="cross_attn", chunk_size=chunk_size, n_action_steps=chunk_size,
-                max_state_dim=8, max_action_dim=8, resize_imgs_with_padding=(64, 64),
-                tokenizer_max_length=16, push_to_hub=False, **features)
-            make_processors = make_smolvla_pre_post_processors
+            settings |= {"vlm_model_name": str(scratch / VLM), "load_vlm_weights": False,
+                         "num_vlm_layers": spec["num_vlm_layers"], "resize_imgs_with_padding": (image, image)}
         else:
-            tiny = {**TINY_PI, "vocab_size": len(tokenizer)}
+            if size != "full":
+                architecture = {**spec, "vocab_size": spec["vocab_size"] or len(tokenizer)}
             if family == "pi0":
                 from lerobot.policies.pi0.configuration_pi0 import PI0Config as Config
                 from lerobot.policies.pi0.processor_pi0 import make_pi0_pre_post_processors as make_processors
             else:
                 from lerobot.policies.pi05.configuration_pi05 import PI05Config as Config
                 from lerobot.policies.pi05.processor_pi05 import make_pi05_pre_post_processors as make_processors
-            config = Config(paligemma_variant="gemma_2b", action_expert_variant="gemma_300m",
-                            dtype="float32", chunk_size=chunk_size, n_action_steps=chunk_size,
-                            max_state_dim=8, max_action_dim=8, image_resolution=(IMAGE_SIZE, IMAGE_SIZE),
-                            tokenizer_max_length=48, device="cpu", push_to_hub=False, **features)
+            settings |= {"paligemma_variant": "gemma_2b", "action_expert_variant": "gemma_300m",
+                         "dtype": dtype, "image_resolution": (image, image)}
+        config = Config(**settings)
         adapter_class = family_class(family)
-        with tiny_pi_architecture(tiny):
-            policy = adapter_class.policy_class()(config)
+        policy = construct_policy(adapter_class.policy_class(), config, architecture)
         with torch.no_grad():
-            for name, p in policy.named_parameters():
+            for p in policy.parameters():
                 # Zero-initialised conditioning (pi0.5's adaRMS `dense`) would make a random
-                # model ignore time; a trained one does not, so neither does the tiny one.
-                if p.abs().sum() == 0 and p.ndim == 2:
+                # model ignore time; a trained one does not, so neither does a random one here.
+                if p.ndim == 2 and not p.any():
                     p.normal_(0.0, 0.02)
         with _offline_tokenizer(tokenizer):
             pre, post = make_processors(config, dataset_stats=stats)
-        adapter = adapter_class(policy, pre, post, bundled, tiny)
-        return save_policy(adapter, output, {"tiny": True, "family": family, "seed": seed})
+        adapter = adapter_class(policy, pre, post, bundled, architecture)
+        return save_policy(adapter, output, {"random_weights": True, "family": family, "size": size,
+                                             "dtype": dtype, "seed": seed})
