@@ -108,16 +108,46 @@ def test_failed_export_leaves_nothing_behind(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["pi0", "pi05", "smolvla"])
-def test_lerobot_exports_match_torch(family, tmp_path):
+def test_lerobot_exports_match_torch_in_fp32_and_fp16_for_several_instructions(family, tmp_path):
+    """Regression: `export --fp16` of every LeRobot family failed onnx.checker (LeRobot's float32
+    islands), and a SmolVLA export only served the example prompt's token count."""
     from snapflow_ros.families.lerobot.builders import build_lerobot_checkpoint
 
     data = make_dataset(64, seed=2)[0]
     teacher = build_lerobot_checkpoint(family, tmp_path / "teacher", states=data.states, actions=data.actions,
-                                 cameras=("front",), instructions=data.instructions, chunk_size=8)
+                                       cameras=("front",), instructions=data.instructions, chunk_size=8)
     manifest = export_policy(teacher, tmp_path / "onnx")
     assert manifest.steps == 10 and manifest.noise_dim == 8  # a teacher; LeRobot pads actions to 8 here
     assert {"observation.state", "action"} <= set(manifest.normalization)
+    max_tokens = load_policy(teacher).lerobot.config.tokenizer_max_length
+    assert next(s.shape for s in manifest.prefix_inputs if s.name == "lang_tokens") == [1, max_tokens]
     report = validate_export(tmp_path / "onnx", teacher, threshold=1e-4)
+    assert report["passed"], {k: v["max_abs"] for k, v in report["stages"].items()}
+    instructions = [case["instruction"] for case in report["cases"]]
+    assert len({len(text.split()) for text in instructions}) == 3  # three prompt lengths served
+
+    manifest = export_policy(teacher, tmp_path / "fp16", fp16=True)
+    assert manifest.precision == "fp16" and {s.dtype for s in manifest.cache} >= {"float16"}
+    report = validate_export(tmp_path / "fp16", teacher, threshold=2e-2)
+    assert report["passed"], {k: v["max_abs"] for k, v in report["stages"].items()}
+    assert report["stages"]["end_to_end"]["max_abs"] > 0  # it did compute in float16
+
+
+@pytest.mark.slow
+def test_width_pi05_over_the_protobuf_limit_exports_with_external_data(tmp_path):
+    """Full widths and vocabulary (4 GB of float32 weights, the embedding alone 2.1 GB): the prefix
+    graph keeps its weights in prefix.onnx.data and still matches torch."""
+    from snapflow_ros.export.onnx_export import PROTOBUF_LIMIT
+    from snapflow_ros.families.lerobot.builders import build_lerobot_checkpoint
+
+    data = make_dataset(16, seed=2)[0]
+    teacher = build_lerobot_checkpoint("pi05", tmp_path / "teacher", states=data.states, actions=data.actions,
+                                       cameras=("front",), instructions=data.instructions, size="width")
+    manifest = export_policy(teacher, tmp_path / "onnx")
+    assert "prefix" in manifest.external_data
+    data_file = tmp_path / "onnx" / "prefix.onnx.data"
+    assert data_file.stat().st_size > PROTOBUF_LIMIT > (tmp_path / "onnx" / "prefix.onnx").stat().st_size
+    report = validate_export(tmp_path / "onnx", teacher, threshold=1e-4, cases=1)
     assert report["passed"], {k: v["max_abs"] for k, v in report["stages"].items()}
 
 

@@ -38,6 +38,7 @@ class Manifest:
     normalization: dict = field(default_factory=dict)  # feature -> statistic -> values (as applied)
     format: str = FORMAT
     torch_version: str = ""
+    external_data: list[str] = field(default_factory=list)  # roles whose weights are in <file>.data
     notes: list[str] = field(default_factory=list)
 
     def write(self, directory: Path) -> None:

@@ -2,7 +2,9 @@
 + manifest.json + the weight-free processor, written atomically.
 
 Uses the maintained exporter (torch.onnx.export with dynamo=True), static shapes at batch 1, and
-checks every graph with onnx.checker.
+checks every graph with onnx.checker. A graph whose weights exceed protobuf's 2 GB limit (the
+prefix of a real pi0 / pi0.5: the 257152-token embedding alone is 2.1 GB in float32) keeps them
+in `<graph>.onnx.data` beside it (ONNX external data); onnxruntime finds that file itself.
 """
 
 from __future__ import annotations
@@ -13,11 +15,20 @@ from pathlib import Path
 import torch
 
 from snapflow_ros.errors import SnapflowError
-from snapflow_ros.export.graphs import ExpertGraph, MonolithicGraph, PrefixGraph, flatten, unflatten
+from snapflow_ros.export.graphs import (
+    ExpertGraph,
+    MonolithicGraph,
+    PrefixGraph,
+    cast_floats,
+    flatten,
+    unflatten,
+)
 from snapflow_ros.export.manifest import Manifest, TensorSpec
 from snapflow_ros.policy.checkpoint import atomic_directory, checkpoint_id, load_policy
 
 DEFAULT_OPSET = 18
+PROTOBUF_LIMIT = 2**31  # bytes in one serialised ModelProto
+EXTERNAL_DATA_ABOVE = int(0.9 * PROTOBUF_LIMIT)  # weights plus graph must stay under the limit
 
 
 class ExportError(SnapflowError):
@@ -28,22 +39,34 @@ def _spec(name: str, tensor: torch.Tensor) -> TensorSpec:
     return TensorSpec(name, list(tensor.shape), str(tensor.dtype).removeprefix("torch."))
 
 
+def weight_bytes(module: torch.nn.Module) -> int:
+    """Bytes of the parameters and buffers a graph of `module` embeds (shared tensors once)."""
+    seen: dict[int, int] = {}
+    for tensor in [*module.parameters(), *module.buffers()]:
+        seen[tensor.data_ptr()] = tensor.numel() * tensor.element_size()
+    return sum(seen.values())
+
+
 def _export(module: torch.nn.Module, args: tuple, path: Path, input_names: list[str],
-            output_names: list[str], opset: int) -> None:
+            output_names: list[str], opset: int) -> bool:
+    """Writes and checks one graph; returns whether its weights went to external data."""
     import onnx
 
+    external = weight_bytes(module) > EXTERNAL_DATA_ABOVE
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(module, args, str(path), dynamo=True, opset_version=opset,
                               input_names=input_names, output_names=output_names,
-                              external_data=False, verbose=False, optimize=True)
+                              external_data=external, verbose=False, optimize=True)
         except Exception as error:
             raise ExportError(f"exporting {path.name} failed: {error}") from error
     try:
+        # By path: the checker then reads external data itself and is not bound by 2 GB.
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as error:
         raise ExportError(f"{path.name} failed onnx.checker: {error}") from error
+    return external
 
 
 @torch.no_grad()
@@ -57,28 +80,30 @@ def export_policy(checkpoint: Path, output: Path, *, steps: int | None = None, o
     checkpoint, output = Path(checkpoint), Path(output)
     policy = load_policy(checkpoint).eval()
     steps = steps or (1 if policy.target_time.is_trained() else 10)  # students run one step
-    inputs = flatten(policy.prepare(policy.example_batch(1)))
-    input_names = list(inputs)
-    cache = policy.cache_tensors(policy.embed_prefix(unflatten(inputs)))
-    cache_names = list(cache)
-    x = torch.randn(1, policy.chunk_size, policy.noise_dim)
-    # Distinct tensors for t and s: the exporter would otherwise trace them as one input.
-    t, s = torch.ones(1), torch.zeros(1)
-    velocity = policy.velocity(x, t, s, policy.cache_from_tensors(cache))
     graphs = {"prefix": "prefix.onnx", "expert": "expert.onnx"}
     with atomic_directory(output) as tmp:
         (tmp / "processor").mkdir()
-        policy.processor.save(tmp / "processor")  # float32 statistics, before any .half()
-        if fp16:  # the graphs cast float inputs to float16 and results back to float32
-            policy.half()
-        _export(PrefixGraph(policy, input_names, cache_names), tuple(inputs.values()),
-                tmp / "prefix.onnx", input_names, cache_names, opset)
-        _export(ExpertGraph(policy, cache_names), (x, t, s, *cache.values()), tmp / "expert.onnx",
-                ["x", "t", "s", *cache_names], ["velocity"], opset)
+        policy.processor.save(tmp / "processor")  # float32 statistics, before any cast
+        if fp16:  # the graphs take and give float32; inside, the family's fp16 layout
+            policy.to_precision(torch.float16)
+        # Example tensors from the policy as exported, so the manifest has the cache's dtypes.
+        inputs = flatten(policy.prepare(policy.example_batch(1)))
+        input_names = list(inputs)
+        cache = policy.cache_tensors(policy.embed_prefix(unflatten(
+            dict(zip(input_names, cast_floats(inputs.values(), policy.input_dtype))))))
+        cache_names = list(cache)
+        x = torch.randn(1, policy.chunk_size, policy.noise_dim)
+        # Distinct tensors for t and s: the exporter would otherwise trace them as one input.
+        t, s = torch.ones(1), torch.zeros(1)
+        velocity = ExpertGraph(policy, cache_names)(x, t, s, *cache.values())
+        external = {"prefix": _export(PrefixGraph(policy, input_names, cache_names), tuple(inputs.values()),
+                                      tmp / "prefix.onnx", input_names, cache_names, opset),
+                    "expert": _export(ExpertGraph(policy, cache_names), (x, t, s, *cache.values()),
+                                      tmp / "expert.onnx", ["x", "t", "s", *cache_names], ["velocity"], opset)}
         for n in monolithic:
             name = f"monolithic_{n}"
-            _export(MonolithicGraph(policy, input_names, n), (*inputs.values(), x),
-                    tmp / f"{name}.onnx", [*input_names, "noise"], ["actions"], opset)
+            external[name] = _export(MonolithicGraph(policy, input_names, n), (*inputs.values(), x),
+                                     tmp / f"{name}.onnx", [*input_names, "noise"], ["actions"], opset)
             graphs[name] = f"{name}.onnx"
         manifest = Manifest(
             family=policy.family, source_checkpoint=str(checkpoint.resolve()),
@@ -88,6 +113,7 @@ def export_policy(checkpoint: Path, output: Path, *, steps: int | None = None, o
             prefix_inputs=[_spec(n, v) for n, v in inputs.items()],
             cache=[_spec(n, v) for n, v in cache.items()], velocity=_spec("velocity", velocity),
             graphs=graphs, normalization=policy.processor.normalization_stats(),
-            torch_version=torch.__version__)
+            torch_version=torch.__version__,
+            external_data=sorted(role for role, used in external.items() if used))
         manifest.write(tmp)
     return manifest

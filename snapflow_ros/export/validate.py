@@ -25,11 +25,10 @@ def _worst(stats: dict[str, dict[str, float]]) -> dict[str, float]:
 
 
 @torch.no_grad()
-def validate_export(export_dir: Path, reference: Path, threshold: float, seed: int = 0) -> dict:
-    """Report per stage; `passed` is False when any max_abs exceeds `threshold`."""
-    manifest = Manifest.read(export_dir)
-    policy = load_policy(reference)
-    torch_backend, ort_backend = TorchBackend(policy), OnnxRuntimeBackend(export_dir)
+def validate_case(torch_backend: TorchBackend, ort_backend: OnnxRuntimeBackend, manifest: Manifest,
+                  seed: int) -> dict:
+    """Per stage, for the example observation of `seed` (its own images, state and instruction)."""
+    policy = torch_backend.policy
     batch = policy.example_batch(1, seed=seed)
     generator = torch.Generator().manual_seed(seed)
     noise = torch.randn(1, manifest.chunk_size, manifest.noise_dim, generator=generator)
@@ -47,8 +46,22 @@ def validate_export(export_dir: Path, reference: Path, threshold: float, seed: i
         "end_to_end": _worst({"actions": _compare(torch_backend.sample(batch, noise, manifest.steps),
                                                   ort_backend.sample(batch, noise, manifest.steps))}),
     }
+    return {"seed": seed, "instruction": batch["instruction"][0], "stages": stages}
+
+
+def validate_export(export_dir: Path, reference: Path, threshold: float, seed: int = 0,
+                    cases: int = 3) -> dict:
+    """Compare on `cases` observations (seeds seed.., each with other images, state and an
+    instruction of another length); `passed` is False when any max_abs exceeds `threshold`."""
+    manifest = Manifest.read(export_dir)
+    policy = load_policy(reference)
+    torch_backend, ort_backend = TorchBackend(policy), OnnxRuntimeBackend(export_dir)
+    results = [validate_case(torch_backend, ort_backend, manifest, seed + k) for k in range(cases)]
+    stages = {name: {"max_abs": max(r["stages"][name]["max_abs"] for r in results),
+                     "cosine": min(r["stages"][name]["cosine"] for r in results)}
+              for name in results[0]["stages"]}
     passed = all(stage["max_abs"] <= threshold for stage in stages.values())
     return {"export": str(export_dir), "reference": str(reference), "threshold": threshold, "seed": seed,
-            "steps": manifest.steps, "providers": ort_backend.providers,
+            "steps": manifest.steps, "precision": manifest.precision, "providers": ort_backend.providers,
             "reference_is_export_source": checkpoint_id(reference) == manifest.source_checkpoint_id,
-            "passed": passed, "stages": stages}
+            "passed": passed, "stages": stages, "cases": results}

@@ -18,6 +18,16 @@ import torch
 from torch import nn
 
 
+# Instructions of several lengths for real-shaped example observations (export, validate,
+# warm-up): a graph traced with one prompt length must serve the others.
+EXAMPLE_INSTRUCTIONS = ("pick up the red block", "open the drawer",
+                        "put the white mug on the left plate, then close the top drawer of the cabinet")
+
+
+def example_instruction(seed: int) -> str:
+    return EXAMPLE_INSTRUCTIONS[seed % len(EXAMPLE_INSTRUCTIONS)]
+
+
 class RawBatch(TypedDict, total=False):
     """Unnormalised inputs, batched. Training batches also carry actions."""
 
@@ -45,7 +55,7 @@ class Processor(Protocol):
     cameras: tuple[str, ...]
 
     def example_batch(self, batch_size: int = 1, seed: int = 0) -> RawBatch:
-        """A real-shaped random observation batch (cameras, instruction, state)."""
+        """A real-shaped random observation batch (cameras, example_instruction(seed), state)."""
         ...
 
     def prepare(self, batch: RawBatch, device: torch.device) -> dict[str, Any]: ...
@@ -65,6 +75,7 @@ class FlowPolicy(nn.Module, ABC):
     action_dim: int         # real action size; losses and outputs use the first action_dim dims
     target_time: nn.Module  # phi(s), zero-initialised last layer (snapflow_ros.flow.target_time)
     gradient_checkpointing: bool = False  # recompute expert activations in backward (training)
+    checkpoints_layers: bool = False      # velocity() then recomputes layer by layer itself
 
     @property
     def noise_dim(self) -> int:
@@ -123,6 +134,15 @@ class FlowPolicy(nn.Module, ABC):
     @abstractmethod
     def load_processor(cls, directory: Path) -> Processor:
         """A processor saved by `processor.save(directory)`, without loading any model."""
+
+    @property
+    def input_dtype(self) -> torch.dtype:
+        """dtype of the float tensors an exported graph feeds the policy (x, t, s, images)."""
+        return next(self.parameters()).dtype
+
+    def to_precision(self, dtype: torch.dtype) -> None:
+        """Cast for low-precision inference (export --fp16); families keep their float32 islands."""
+        self.to(dtype)
 
     @property
     def device(self) -> torch.device:

@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 from torch.nn import functional as F
 
 from snapflow_ros.errors import InputError
+from snapflow_ros.policy.contract import example_instruction
 from snapflow_ros.policy.normalization import Normalizer
 
 NORMALIZATION = "normalization.safetensors"
@@ -65,7 +66,7 @@ class BuiltinProcessor:
         size = self.config.image_size
         return {"images": {c: torch.randint(0, 256, (batch_size, size, size, 3), generator=g, dtype=torch.uint8)
                            for c in self.cameras},
-                "instruction": ["pick up the red block"] * batch_size,
+                "instruction": [example_instruction(seed)] * batch_size,
                 "state": torch.randn(batch_size, self.config.state_dim, generator=g)}
 
     def prepare(self, batch, device: torch.device) -> dict:

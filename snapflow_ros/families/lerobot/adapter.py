@@ -311,7 +311,14 @@ class _PiAdapter(LeRobotAdapter):
 
     def embed_prefix(self, inputs: dict[str, Any]) -> LeRobotPrefixCache:
         model = self.lerobot.model
-        embs, pad, att = model.embed_prefix(inputs["images"], inputs["img_masks"],
+        images = inputs["images"]
+        vlm_dtype = model.paligemma_with_expert.paligemma.model.language_model.embed_tokens.weight.dtype
+        if vlm_dtype == torch.float16:
+            # LeRobot casts the prefix to the VLM's dtype only for bfloat16 (PiGemmaModel.forward);
+            # in float16 the image embeddings must already come out in it (embed_image keeps
+            # the dtype of its input).
+            images = [image.to(vlm_dtype) for image in images]
+        embs, pad, att = model.embed_prefix(images, inputs["img_masks"],
                                             inputs["lang_tokens"], inputs["lang_masks"])
         model.paligemma_with_expert.paligemma.model.language_model.config._attn_implementation = "eager"
         kv = _prefix_kv(model, model.paligemma_with_expert.forward, embs, pad, att, attention_4d=True)

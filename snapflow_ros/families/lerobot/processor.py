@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from snapflow_ros.errors import CheckpointError, InputError
-from snapflow_ros.policy.contract import RawBatch
+from snapflow_ros.policy.contract import RawBatch, example_instruction
 
 if TYPE_CHECKING:
     from snapflow_ros.families.lerobot.adapter import LeRobotAdapter
@@ -57,7 +57,7 @@ class LeRobotProcessor:
             images[camera] = torch.randint(0, 256, (batch_size, height, width, 3), generator=g,
                                            dtype=torch.uint8)
         state_dim = features["observation.state"].shape[0]
-        return RawBatch(images=images, instruction=["pick up the red block"] * batch_size,
+        return RawBatch(images=images, instruction=[example_instruction(seed)] * batch_size,
                         state=torch.randn(batch_size, state_dim, generator=g))
 
     def prepare(self, batch: RawBatch, device: torch.device) -> dict[str, Any]:

@@ -116,9 +116,9 @@ def gemma_expert(expert: nn.Module, embs: torch.Tensor, mask_4d: torch.Tensor, p
                  checkpoint_layers: bool) -> torch.Tensor:
     """The Gemma expert (PiGemmaModel) over the suffix, attending to the prefix: its forward
     without the cache bookkeeping, each layer checkpointed when asked (training only)."""
-    hidden = embs
-    if expert.layers[0].self_attn.q_proj.weight.dtype == torch.bfloat16:
-        hidden = hidden.to(torch.bfloat16)  # as PiGemmaModel.forward
+    # PiGemmaModel.forward casts to bfloat16 when the layers are; any low precision here (FP16
+    # export), while the projections around the expert stay float32 as in LeRobot's layout.
+    hidden = embs.to(expert.layers[0].self_attn.q_proj.weight.dtype)
     position_embeddings = expert.rotary_emb(hidden, position_ids)
     for layer, (keys, values) in zip(expert.layers, prefix_kv, strict=True):
         run = partial(layer, attention_mask=mask_4d, position_ids=position_ids,
