@@ -72,3 +72,23 @@ def test_failed_write_leaves_the_old_checkpoint(tmp_path):
             raise RuntimeError("crash mid-write")
     assert checkpoint_id(path) == before
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]  # no temporary left behind
+
+
+def test_checkpoint_id_streams_the_same_hash(tmp_path, monkeypatch):
+    """Full-size weights are many GB: the id is hashed in chunks, never read whole, and stays the
+    sha256 of each weight/config file's name and bytes in name order (provenance excluded)."""
+    import hashlib
+    from pathlib import Path
+
+    path = save_policy(_small(), tmp_path / "ckpt", {"note": "x"})
+    by_hand = hashlib.sha256()
+    for name in ("config.json", "model.safetensors", "normalization.safetensors"):
+        by_hand.update(name.encode() + (path / name).read_bytes())
+    assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.safetensors",
+                                                      "normalization.safetensors", "provenance.json"]
+
+    def whole_file(self):
+        raise AssertionError(f"{self} read whole")
+
+    monkeypatch.setattr(Path, "read_bytes", whole_file)
+    assert checkpoint_id(path) == f"ckpt@{by_hand.hexdigest()[:12]}"

@@ -84,11 +84,19 @@ def read_config(directory: Path) -> dict[str, Any]:
     return values
 
 
-def load_policy(directory: Path, device: str | torch.device = "cpu") -> FlowPolicy:
-    """The policy of a checkpoint directory, by its config.json "type", in eval mode."""
+def load_policy(directory: Path, device: str | torch.device = "cpu", tokenizer: Path | None = None) -> FlowPolicy:
+    """The policy of a checkpoint directory, by its config.json "type", in eval mode.
+
+    tokenizer: a local tokenizer (SmolVLA: VLM config + processor) directory for a LeRobot
+    checkpoint that has none bundled and none in the local Hugging Face cache."""
     directory = Path(directory)
-    policy_class = family(read_config(directory)["type"])
-    return policy_class.from_pretrained(directory, device).eval()
+    type_name = read_config(directory)["type"]
+    policy_class = family(type_name)
+    if tokenizer is None:
+        return policy_class.from_pretrained(directory, device).eval()
+    if type_name == "builtin":
+        raise CheckpointError(f"{directory}: a {type_name} checkpoint takes no tokenizer directory")
+    return policy_class.from_pretrained(directory, device, tokenizer=Path(tokenizer)).eval()
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -114,10 +122,14 @@ def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], s
 
 
 def checkpoint_id(directory: Path) -> str:
-    """<directory name>@<first 12 hex of a sha256 over its weight and config files>."""
+    """<directory name>@<first 12 hex of a sha256 over its weight and config files>.
+
+    Each file's name, then its bytes, in name order; streamed, as full-size weights are many GB."""
     digest = hashlib.sha256()
     for path in sorted(Path(directory).iterdir()):
         if path.suffix in (".json", ".safetensors") and path.name != PROVENANCE:
             digest.update(path.name.encode())
-            digest.update(path.read_bytes())
+            with path.open("rb") as file:
+                while chunk := file.read(16 << 20):  # 16 MiB at a time
+                    digest.update(chunk)
     return f"{Path(directory).name}@{digest.hexdigest()[:12]}"
