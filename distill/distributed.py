@@ -31,13 +31,19 @@ class DistributedContext:
 
     @classmethod
     def from_env(cls) -> DistributedContext:
-        """Reads torchrun's variables; initialises the process group once (NCCL on CUDA, else gloo)."""
+        """Reads torchrun's variables; initialises the process group once (NCCL on CUDA, else gloo)
+        and makes cuda:LOCAL_RANK this process's current device."""
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         if world_size <= 1:
             return cls()
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        cuda = torch.cuda.is_available()
+        if cuda:
+            # NCCL collectives (all_gather_object too) run on the current device, not cuda:0.
+            torch.cuda.set_device(local_rank)
         if not dist.is_initialized():
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+            dist.init_process_group("nccl" if cuda else "gloo")
+        return cls(dist.get_rank(), dist.get_world_size(), local_rank)
 
     def default_device(self) -> torch.device:
         if torch.cuda.is_available():

@@ -19,8 +19,9 @@ from snapflow_ros.policy.contract import FlowPolicy, PrefixCache
 def masked_mse(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
                action_dim: int) -> torch.Tensor:
     """Mean squared error over valid (B, H) action positions and the first action_dim dims
-    (LeRobot models pad actions to 32 dims; the padding is not part of the loss)."""
-    prediction, target = prediction[..., :action_dim], target[..., :action_dim]
+    (LeRobot models pad actions to 32 dims; the padding is not part of the loss). Computed in
+    float32: under bf16 autocast the squared errors of a trained model round to a few digits."""
+    prediction, target = prediction[..., :action_dim].float(), target[..., :action_dim].float()
     weights = mask.to(prediction.dtype)[..., None].expand_as(prediction)
     return ((prediction - target) ** 2 * weights).sum() / weights.sum().clamp_min(1.0)
 
@@ -28,8 +29,8 @@ def masked_mse(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
 def expert_pass(policy: FlowPolicy, x: torch.Tensor, t: torch.Tensor, s: torch.Tensor,
                 cache: PrefixCache) -> torch.Tensor:
     """policy.velocity, recomputed in backward instead of stored when the policy asks for
-    gradient checkpointing (large experts)."""
-    if getattr(policy, "gradient_checkpointing", False) and torch.is_grad_enabled():
+    gradient checkpointing (large experts), unless the policy recomputes layer by layer itself."""
+    if policy.gradient_checkpointing and not policy.checkpoints_layers and torch.is_grad_enabled():
         return checkpoint(policy.velocity, x, t, s, cache, use_reentrant=False)
     return policy.velocity(x, t, s, cache)
 

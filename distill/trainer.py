@@ -3,6 +3,14 @@
 Reads top to bottom: sample batch -> prefix once -> loss -> backward -> clip -> step ->
 schedule -> EMA -> log -> checkpoint. Resume restores weights, optimizer, scheduler, EMA,
 RNG streams and step, so a resumed run continues bit for bit on CPU.
+
+A periodic checkpoint, OUTPUT/checkpoints/step-N/, holds no frozen weights and no pickle:
+    policy.safetensors          the trained parameters by state_dict name; a teacher trained from
+                                scratch (flow_matching) has no checkpoint to come back from, so
+                                its whole state_dict (phi, normalisation statistics) instead
+    training_state.safetensors  optimizer moments, EMA shadows, each rank's RNG streams
+    training_state.json         step, world size, train config, optimizer hyper-parameters,
+                                scheduler, and the teacher's path and id (resume checks the hash)
 """
 
 from __future__ import annotations
@@ -10,25 +18,33 @@ from __future__ import annotations
 import copy
 import json
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
+from safetensors.torch import save_file
 
-from snapflow_distill.data import ChunkDataset, fetch_batch
+from snapflow_distill.data import BatchLoader, ChunkDataset
 from snapflow_distill.distributed import DistributedContext
 from snapflow_distill.loss import LossTerms, flow_matching_loss, snapflow_loss
 from snapflow_distill.schedule import warmup_cosine
-from snapflow_ros.errors import ConfigError
+from snapflow_ros.errors import CheckpointError, ConfigError
 from snapflow_ros.flow.time import sample_flow_time
-from snapflow_ros.policy.checkpoint import atomic_directory, load_policy, save_policy
-from snapflow_ros.policy.contract import FlowPolicy
+from snapflow_ros.policy.checkpoint import atomic_directory, read_tensors, save_policy
+from snapflow_ros.policy.contract import FlowPolicy, RawBatch
 
 Objective = Literal["flow_matching", "snapflow"]
-TRAINING_STATE = "training_state.pt"
+CHECKPOINTS = "checkpoints"
+POLICY_TENSORS = "policy.safetensors"
+STATE_TENSORS = "training_state.safetensors"
+STATE = "training_state.json"
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+# How a run is executed, not what it computes or logs: a resumed run may change these.
+EXECUTION_FIELDS = ("keep_checkpoints", "workers")
 
 
 @dataclass(frozen=True)
@@ -45,10 +61,12 @@ class TrainConfig:
     consistency_weight: float = 0.1    # SnapFlow: lambda
     ema_decay: float = 0.0             # > 0 keeps an EMA of the weights and saves it as the policy
     checkpoint_every: int = 500        # periodic checkpoints (0: only the final one)
+    keep_checkpoints: int = 2          # newest periodic checkpoints kept on disk (0: all)
     log_every: int = 50
     seed: int = 0
-    mixed_precision: bool = True       # bf16 autocast on CUDA; ignored on CPU
+    mixed_precision: bool = True       # float32 models: bf16 autocast on CUDA, none on CPU
     gradient_checkpointing: bool = False  # recompute expert activations in backward (large models)
+    workers: int = 0                   # DataLoader processes decoding frames ahead (0: in the step)
 
     def __post_init__(self) -> None:
         if self.objective not in ("flow_matching", "snapflow"):
@@ -60,6 +78,11 @@ class TrainConfig:
             raise ConfigError(f"alpha must be in [0, 1], got {self.alpha}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.keep_checkpoints < 0:
+            raise ConfigError(f"keep_checkpoints must be >= 0 (0 keeps all), got {self.keep_checkpoints}")
+        if self.workers < 0:
+            raise ConfigError(f"workers must be >= 0 (0 fetches batches in the training step), "
+                              f"got {self.workers}")
 
 
 @dataclass(frozen=True)
@@ -95,8 +118,8 @@ class _LossModule(torch.nn.Module):
         self.policy = trainer.policy
         self.compute = trainer.loss
 
-    def forward(self, index: torch.Tensor) -> LossTerms:
-        return self.compute(index)
+    def forward(self, batch: RawBatch) -> LossTerms:
+        return self.compute(batch)
 
 
 class Trainer:
@@ -110,18 +133,34 @@ class Trainer:
         self.progress = progress
         self.provenance: dict = {}  # written beside the final policy (teacher, data, ...)
         self.device = policy.device
-        policy.gradient_checkpointing = config.gradient_checkpointing
+        self.dist = DistributedContext.from_env() if distributed is None else distributed
+        if self.dist.enabled and torch.cuda.is_available() and self.device != self.dist.default_device():
+            raise ConfigError(f"rank {self.dist.rank}: the policy is on {self.device}, but under torchrun "
+                              f"each rank trains on cuda:LOCAL_RANK ({self.dist.default_device()}); "
+                              f"use --device auto or cuda")
+        # The flag or the checkpoint's own setting (LeRobot's `gradient_checkpointing: true`).
+        policy.gradient_checkpointing = policy.gradient_checkpointing or config.gradient_checkpointing
         self.parameters = trainable_parameters(policy, config.objective)
+        names = {id(p): name for name, p in policy.named_parameters()}
+        self.parameter_names = [names[id(p)] for p in self.parameters]
+        # Frozen weights in bf16/fp16 (LeRobot dtype: bfloat16) set the autocast dtype; the trained
+        # ones become float32 master weights, since a 2.5e-5 update rounds away in bf16.
+        self.low_precision = next((p.dtype for p in policy.parameters()
+                                   if not p.requires_grad and p.dtype in LOW_PRECISION), None)
+        for p in self.parameters:
+            if p.dtype in LOW_PRECISION:
+                p.data = p.data.float()
         self.optimizer = torch.optim.AdamW(self.parameters, lr=config.learning_rate,
                                            weight_decay=config.weight_decay)
         self.scheduler = warmup_cosine(self.optimizer, config.warmup_steps, config.steps,
                                        config.min_lr_ratio)
         self.ema = [p.detach().clone() for p in self.parameters] if config.ema_decay else None
-        self.dist = DistributedContext.from_env() if distributed is None else distributed
         # Rank 0 draws exactly what a single process would; other ranks draw their own streams.
         rank_seed = config.seed + 7919 * self.dist.rank
         self.data_generator = torch.Generator().manual_seed(rank_seed)
         self.loss_generator = torch.Generator().manual_seed(rank_seed + 1)
+        self.batches = BatchLoader(dataset, config.batch_size, self.data_generator, config.workers,
+                                   pin_memory=self.device.type == "cuda")
         self.step = 0
         self.last_progress: Progress | None = None
         self.loss_module: torch.nn.Module | None = None
@@ -133,12 +172,18 @@ class Trainer:
             self.loss_module = DistributedDataParallel(_LossModule(self), device_ids=ids)
 
     # --- one step ------------------------------------------------------------------------
-    def loss(self, index: torch.Tensor) -> LossTerms:
-        inputs = self.policy.prepare(fetch_batch(self.dataset, index))
+    def autocast(self) -> torch.autocast:
+        """Low-precision frozen weights: activations in their dtype, on any device (the trained
+        float32 layers would otherwise meet bf16 inputs). float32 models: bf16 on CUDA only."""
+        if self.low_precision is not None:
+            return torch.autocast(self.device.type, dtype=self.low_precision)
+        return torch.autocast("cuda", dtype=torch.bfloat16,
+                              enabled=self.config.mixed_precision and self.device.type == "cuda")
+
+    def loss(self, batch: RawBatch) -> LossTerms:
+        inputs = self.policy.prepare(batch)
         actions, mask = inputs["actions"], inputs["action_mask"]
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16,
-                                  enabled=self.config.mixed_precision and self.device.type == "cuda")
-        with autocast:
+        with self.autocast():
             if self.config.objective == "snapflow":
                 with torch.no_grad():  # frozen backbone: prefix once per batch, no graph
                     cache = self.policy.embed_prefix(inputs)
@@ -152,8 +197,8 @@ class Trainer:
 
     def train_step(self) -> LossTerms:
         self.policy.train()
-        index = torch.randint(len(self.dataset), (self.config.batch_size,), generator=self.data_generator)
-        terms = self.loss_module(index) if self.loss_module is not None else self.loss(index)
+        batch = self.batches.next()
+        terms = self.loss_module(batch) if self.loss_module is not None else self.loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
         torch.nn.utils.clip_grad_norm_(self.parameters, self.config.grad_clip)
@@ -194,6 +239,7 @@ class Trainer:
                 if every and self.step % every == 0 and self.step < self.config.steps:
                     self.save_checkpoint()
         finally:
+            self.batches.close()
             if metrics is not None:
                 metrics.close()
         if main:
@@ -219,48 +265,107 @@ class Trainer:
                       **self.provenance}
         return save_policy(self._policy_for_saving(), self.output_dir / "policy", provenance)
 
+    def _policy_tensors(self) -> dict[str, torch.Tensor]:
+        """The policy tensors a checkpoint holds, by state_dict name (see the module docstring)."""
+        if self.config.objective == "snapflow":
+            return dict(zip(self.parameter_names, self.parameters))
+        return self.policy.state_dict()
+
     def save_checkpoint(self) -> Path:
-        """Every rank calls this (RNG streams are gathered); rank 0 writes."""
-        final = self.output_dir / "checkpoints" / f"step-{self.step:08d}"
+        """Every rank calls this (RNG streams are gathered); rank 0 writes step-N/, then deletes
+        all but the newest keep_checkpoints."""
+        final = self.output_dir / CHECKPOINTS / f"step-{self.step:08d}"
         generators = self.dist.gather((self.data_generator.get_state(), self.loss_generator.get_state()))
         if not self.dist.is_main:
             self.dist.barrier()
             return final
+        optimizer = self.optimizer.state_dict()
+        tensors = {f"optimizer/{self.parameter_names[i]}/{key}": value
+                   for i, moments in optimizer["state"].items() for key, value in moments.items()}
+        if self.ema is not None:
+            tensors |= {f"ema/{name}": shadow for name, shadow in zip(self.parameter_names, self.ema)}
+        for rank, (data_state, loss_state) in enumerate(generators):
+            tensors |= {f"rng/{rank}/data": data_state, f"rng/{rank}/loss": loss_state}
+        state = {"step": self.step, "world_size": self.dist.world_size,
+                 "train_config": asdict(self.config),
+                 "teacher": self.provenance.get("teacher"), "teacher_id": self.provenance.get("teacher_id"),
+                 "optimizer_param_groups": optimizer["param_groups"],
+                 "scheduler": self.scheduler.state_dict()}
         with atomic_directory(final) as tmp:
-            save_policy(self.policy, tmp / "policy")
-            torch.save({
-                "step": self.step,
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "ema": self.ema,
-                "generators": generators,  # (data, loss) states per rank
-                "world_size": self.dist.world_size,
-                "train_config": asdict(self.config),
-            }, tmp / TRAINING_STATE)
+            _save_tensors(self._policy_tensors(), tmp / POLICY_TENSORS)
+            _save_tensors(tensors, tmp / STATE_TENSORS)
+            (tmp / STATE).write_text(json.dumps(state, indent=2) + "\n")
+        if self.config.keep_checkpoints:
+            for old in sorted(final.parent.glob("step-*"))[:-self.config.keep_checkpoints]:
+                shutil.rmtree(old)
         self.dist.barrier()
         return final
 
     def resume(self) -> bool:
-        checkpoints = sorted((self.output_dir / "checkpoints").glob("step-*"))
+        """Restores the newest checkpoint into this trainer's policy, optimizer, scheduler, EMA and
+        RNG streams; refuses one of another world size, configuration or teacher."""
+        checkpoints = sorted((self.output_dir / CHECKPOINTS).glob("step-*"))
         if not checkpoints:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             return False
         latest = checkpoints[-1]
-        state = torch.load(latest / TRAINING_STATE, weights_only=False)
+        state = _read_json(latest / STATE)
         if state["world_size"] != self.dist.world_size:
             raise ConfigError(f"{latest}: written by {state['world_size']} processes, resumed with "
                               f"{self.dist.world_size}; resume with the same world size")
-        if state["train_config"] != asdict(self.config):
-            changed = {k for k, v in asdict(self.config).items() if state["train_config"].get(k) != v}
+        config = asdict(self.config)
+        changed = {k for k, v in config.items()
+                   if k not in EXECUTION_FIELDS and state["train_config"].get(k) != v}
+        if changed:
             raise ConfigError(f"{latest}: cannot resume with a different configuration (changed: "
                               f"{sorted(changed)}); use a new output directory")
-        restored = load_policy(latest / "policy", self.device)
-        self.policy.load_state_dict(restored.state_dict())
-        self.optimizer.load_state_dict(state["optimizer"])
+        teacher_id = self.provenance.get("teacher_id")
+        if _weights_hash(state["teacher_id"]) != _weights_hash(teacher_id):
+            raise ConfigError(f"{latest}: distilled from teacher {state['teacher']} ({state['teacher_id']}), "
+                              f"resumed with {self.provenance.get('teacher')} ({teacher_id}); resume with "
+                              f"the same teacher or use a new output directory")
+        _load_into(self._policy_tensors(), read_tensors(latest / POLICY_TENSORS), latest / POLICY_TENSORS)
+        tensors = read_tensors(latest / STATE_TENSORS)
+        index = {name: i for i, name in enumerate(self.parameter_names)}
+        moments: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            if key.startswith("optimizer/"):
+                name, field = key.removeprefix("optimizer/").rsplit("/", 1)
+                moments.setdefault(index[name], {})[field] = value
+        self.optimizer.load_state_dict({"state": moments, "param_groups": state["optimizer_param_groups"]})
         self.scheduler.load_state_dict(state["scheduler"])
-        self.ema = state["ema"]
-        data_state, loss_state = state["generators"][self.dist.rank]
-        self.data_generator.set_state(data_state)
-        self.loss_generator.set_state(loss_state)
+        if self.ema is not None:
+            self.ema = [tensors[f"ema/{name}"].to(self.device) for name in self.parameter_names]
+        self.data_generator.set_state(tensors[f"rng/{self.dist.rank}/data"])
+        self.loss_generator.set_state(tensors[f"rng/{self.dist.rank}/loss"])
         self.step = state["step"]
         return True
+
+
+def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, path)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(f"{path.parent}: {path.name} missing")
+    return json.loads(path.read_text())
+
+
+def _weights_hash(checkpoint_id: str | None) -> str | None:
+    """The hash part of checkpoint_id's <directory name>@<hash>: a moved teacher is the same one."""
+    return checkpoint_id.rsplit("@", 1)[-1] if checkpoint_id else None
+
+
+def _load_into(targets: dict[str, torch.Tensor], saved: dict[str, torch.Tensor], source: Path) -> None:
+    """Copies `saved` into the live tensors `targets` in place; names and shapes must match exactly."""
+    missing = sorted(set(targets) - set(saved))
+    unexpected = sorted(set(saved) - set(targets))
+    mismatched = sorted(f"{k} {tuple(saved[k].shape)} vs {tuple(targets[k].shape)}"
+                        for k in set(targets) & set(saved) if saved[k].shape != targets[k].shape)
+    if missing or unexpected or mismatched:
+        raise CheckpointError(f"{source}: does not match the policy being trained: missing {missing[:8]}, "
+                              f"unexpected {unexpected[:8]}, shape-mismatched {mismatched[:8]}")
+    with torch.no_grad():
+        for name, target in targets.items():
+            target.copy_(saved[name])

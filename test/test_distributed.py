@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow
 
@@ -41,6 +42,9 @@ def test_distill_under_torchrun(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "s" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4]  # rank 0 alone logs
     assert (tmp_path / "s" / "policy" / "model.safetensors").is_file()
+    checkpoint = tmp_path / "s" / "checkpoints" / "step-00000002"
+    rng = {k for k in load_file(checkpoint / "training_state.safetensors") if k.startswith("rng/")}
+    assert rng == {"rng/0/data", "rng/0/loss", "rng/1/data", "rng/1/loss"}  # both ranks' streams
     # Re-running the finished job resumes from step 2 and does the remaining steps again.
     again = _torchrun(*args)
     assert again.returncode == 0, again.stderr[-3000:]

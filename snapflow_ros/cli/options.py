@@ -119,17 +119,20 @@ def train_config(args: argparse.Namespace, objective: str):
                        learning_rate=args.lr, warmup_steps=min(args.warmup, args.steps),
                        alpha=args.alpha, consistency_weight=args.consistency_weight,
                        ema_decay=args.ema, checkpoint_every=args.checkpoint_every,
-                       log_every=args.log_every, seed=args.seed,
-                       gradient_checkpointing=args.gradient_checkpointing)
+                       keep_checkpoints=args.keep_checkpoints, log_every=args.log_every,
+                       seed=args.seed, gradient_checkpointing=args.gradient_checkpointing,
+                       workers=args.workers)
 
 
 def device(name: str) -> torch.device:
-    if name == "auto":  # under torchrun: this rank's GPU
+    """--device: auto is CUDA when present, else CPU; auto and a bare cuda are this rank's GPU
+    (cuda:LOCAL_RANK) under torchrun; cpu and cuda:N are taken as given."""
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine")
+    if name in ("auto", "cuda"):
         from snapflow_distill.distributed import DistributedContext
 
         return DistributedContext.from_env().default_device()
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: CUDA is not available on this machine")
     return torch.device(name)
 
 
@@ -160,6 +163,11 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-seed", type=int, default=0, help="--task: seed of the generated data (default: 0)")
 
 
+def add_device_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto",
+                   help="cpu, cuda, cuda:N or auto (CUDA when present; default); under torchrun "
+                   "auto and cuda are cuda:LOCAL_RANK")
+
 
 def add_train_flags(p: argparse.ArgumentParser, steps: int | None, lr: float) -> None:
     if steps is not None:
@@ -171,9 +179,14 @@ def add_train_flags(p: argparse.ArgumentParser, steps: int | None, lr: float) ->
     p.add_argument("--consistency-weight", type=float, default=0.1, help="SnapFlow: lambda, weight of the consistency loss (default: 0.1)")
     p.add_argument("--ema", type=float, default=0.0, help="EMA decay of the saved weights; 0 disables (default: 0)")
     p.add_argument("--checkpoint-every", type=int, default=500, help="steps between resumable checkpoints; 0: final only (default: 500)")
+    p.add_argument("--keep-checkpoints", type=int, default=2,
+                   help="newest resumable checkpoints kept on disk, older ones deleted; 0: keep all (default: 2)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="DataLoader processes decoding frames (--dataset, --bags) ahead of the training "
+                   "step, same batches as without; 0: decode in the step (default: 0)")
     p.add_argument("--log-every", type=int, default=100, help="steps between progress lines and metrics.jsonl rows (default: 100)")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, batches and noise (default: 0)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when present; default)")
+    add_device_flag(p)
     p.add_argument("--progress-format", choices=("text", "json"), default="text",
                    help="text: progress lines on stderr; json: one JSON object per line on stdout (default: text)")
     p.add_argument("--gradient-checkpointing", action="store_true",
