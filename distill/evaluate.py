@@ -1,5 +1,8 @@
 """Offline evaluation on held-out data: accuracy of teacher@N, naive teacher@1 and student@1
-against the ground truth and against the 10-step teacher, plus per-call latency."""
+against the ground truth and against the 10-step teacher, plus per-call latency.
+
+Accuracy counts valid action positions only (action_mask): past an episode's end a chunk is padding.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ import torch
 from torch.nn import functional as F
 
 from snapflow_distill.data import InMemoryChunkDataset
+from snapflow_distill.loss import masked_mse
+from snapflow_ros.errors import ConfigError
 from snapflow_ros.flow.sampling import euler_sample
 from snapflow_ros.policy.contract import FlowPolicy, RawBatch
 from snapflow_ros.runtime.timing import measure_interleaved
@@ -31,9 +36,21 @@ def sample_chunks(policy: FlowPolicy, batch: RawBatch, steps: int, noise: torch.
     return policy.unnormalize_actions(euler_sample(policy, cache, noise.to(policy.device), steps)).cpu()
 
 
-def _mse_cos(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
-    return (float(((a - b) ** 2).mean()),
-            float(F.cosine_similarity(a.flatten(1), b.flatten(1), dim=1).mean()))
+def _mse_cos(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> tuple[float, float]:
+    """MSE over valid (B, H) positions; per-sample cosine of the chunks with padding zeroed.
+    In float32, whatever the policy's dtype."""
+    a, b = a.float(), b.float()
+    valid = mask[..., None].float()
+    return (float(masked_mse(a, b, mask, a.shape[-1])),
+            float(F.cosine_similarity((a * valid).flatten(1), (b * valid).flatten(1), dim=1).mean()))
+
+
+def sample_dataset(policy: FlowPolicy, dataset: InMemoryChunkDataset, steps: int, noise: torch.Tensor,
+                   batch_size: int) -> torch.Tensor:
+    """sample_chunks over the whole dataset, `batch_size` samples at a time (sample i keeps noise[i])."""
+    parts = [sample_chunks(policy, dataset.batch(index), steps, noise[index])
+             for index in torch.arange(len(dataset)).split(batch_size)]
+    return torch.cat(parts)
 
 
 @torch.no_grad()
@@ -49,25 +66,31 @@ def latency_ms(candidates: list[Candidate], batch: RawBatch, repeats: int) -> di
 
 def evaluate(candidates: list[Candidate], reference: Candidate, dataset: InMemoryChunkDataset,
              seed: int, latency_repeats: int = 50,
-             extra: Callable[[torch.Tensor, RawBatch], dict[str, float]] | None = None) -> dict:
-    """Metrics per candidate; every candidate starts from the same noise (seeded)."""
+             extra: Callable[[torch.Tensor, RawBatch], dict[str, float]] | None = None,
+             batch_size: int = 32) -> dict:
+    """Metrics per candidate; every candidate starts from the same noise (seeded), which does not
+    depend on batch_size, the number of held-out samples sampled at once."""
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     batch = dataset.batch(torch.arange(len(dataset)))
+    mask = batch["action_mask"]
     shape = (len(dataset), reference.policy.chunk_size, reference.policy.noise_dim)
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
-    reference_actions = sample_chunks(reference.policy, batch, reference.steps, noise)
+    reference_actions = sample_dataset(reference.policy, dataset, reference.steps, noise, batch_size)
     latencies = latency_ms(candidates, batch, latency_repeats)
     results = {}
     for c in candidates:
-        actions = reference_actions if c == reference else sample_chunks(c.policy, batch, c.steps, noise)
-        mse_gt, cos_gt = _mse_cos(actions, batch["actions"])
-        mse_ref, cos_ref = _mse_cos(actions, reference_actions)
+        actions = (reference_actions if c == reference
+                   else sample_dataset(c.policy, dataset, c.steps, noise, batch_size))
+        mse_gt, cos_gt = _mse_cos(actions, batch["actions"], mask)
+        mse_ref, cos_ref = _mse_cos(actions, reference_actions, mask)
         results[c.name] = {
             "steps": c.steps, "mse_vs_ground_truth": mse_gt, "cosine_vs_ground_truth": cos_gt,
             f"mse_vs_{reference.name}": mse_ref, f"cosine_vs_{reference.name}": cos_ref,
             "latency_ms": latencies[c.name], **(extra(actions, batch) if extra else {}),
         }
-    return {"samples": len(dataset), "noise_seed": seed, "reference": reference.name,
-            "results": results}
+    return {"samples": len(dataset), "valid_action_positions": int(mask.sum()), "noise_seed": seed,
+            "reference": reference.name, "batch_size": batch_size, "results": results}
 
 
 @torch.no_grad()

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import save_small_student
+
 SNAPFLOW = str(Path(sys.executable).parent / "snapflow")
 SMALL = ["--samples", "512", "--holdout", "64", "--log-every", "50", "--checkpoint-every", "0"]
 
@@ -65,3 +67,27 @@ def test_bench_distill_student_beats_naive_one_step(tmp_path):
     assert provenance["objective"] == "snapflow" and provenance["teacher_id"].startswith("policy@")
     assert provenance["final_metrics"]["step"] == 300 and provenance["train_samples"] == 512
     assert (tmp_path / "student" / "metrics.jsonl").read_text().count("\n") >= 6
+
+
+def test_train_flags_reach_the_train_config():
+    from snapflow_ros.cli.main import build_parser
+    from snapflow_ros.cli.options import train_config
+
+    args = build_parser().parse_args(["distill", "teacher", "--output", "run", "--keep-checkpoints", "0",
+                                      "--workers", "3"])
+    config = train_config(args, "snapflow")
+    assert (config.keep_checkpoints, config.workers) == (0, 3)
+    defaults = train_config(build_parser().parse_args(["distill", "teacher", "--output", "run"]), "snapflow")
+    assert (defaults.keep_checkpoints, defaults.workers) == (2, 0)
+
+
+def test_eval_samples_in_batches_on_the_given_device(tmp_path):
+    teacher = save_small_student(tmp_path / "teacher")
+    report_path = tmp_path / "report.json"
+    result = _run("eval", str(teacher), "--samples", "16", "--holdout", "12", "--batch-size", "5",
+                  "--device", "cpu", "--latency-repeats", "1", "--json", str(report_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(report_path.read_text())
+    assert (report["batch_size"], report["device"], report["samples"]) == (5, "cpu", 12)
+    assert report["valid_action_positions"] == 12 * 8
+    assert set(report["results"]) == {"teacher@10", "teacher@1"}

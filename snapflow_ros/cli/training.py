@@ -10,6 +10,7 @@ import torch
 
 from snapflow_ros.cli.options import (
     add_data_flags,
+    add_device_flag,
     add_train_flags,
     check_data_fits,
     device,
@@ -62,16 +63,18 @@ def evaluate_checkpoints(args: argparse.Namespace) -> dict:
 
     from snapflow_ros.policy.checkpoint import load_policy
 
-    teacher = load_policy(args.teacher)
+    on = device(args.device)
+    teacher = load_policy(args.teacher, on)
     data = task_data(args, teacher.chunk_size)
     if data.held_out is None:
         raise ConfigError("eval needs held-out data: use --holdout-episodes 1 or more")
     candidates = [Candidate("teacher@10", teacher, 10), Candidate("teacher@1", teacher, 1)]
     if args.student:
-        candidates.append(Candidate("student@1", load_policy(args.student), 1))
+        candidates.append(Candidate("student@1", load_policy(args.student, on), 1))
     report = evaluate(candidates, candidates[0], data.held_out, seed=args.seed,
-                      latency_repeats=args.latency_repeats, extra=data.metrics)
-    report |= {**data.description, "teacher": str(args.teacher),
+                      latency_repeats=args.latency_repeats, extra=data.metrics,
+                      batch_size=args.eval_batch_size)
+    report |= {**data.description, "teacher": str(args.teacher), "device": str(on),
                "student": str(args.student) if args.student else None,
                "torch_threads": torch.get_num_threads()}
     return report
@@ -125,6 +128,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--json", type=Path, default=None, help="also write the report to this file")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (default: 0)")
     p.add_argument("--latency-repeats", type=int, default=50, help="timed calls per policy (default: 50)")
+    p.add_argument("--batch-size", dest="eval_batch_size", type=int, default=32,
+                   help="held-out samples sampled at once; each keeps its seeded noise whatever "
+                   "the batch (default: 32)")
+    add_device_flag(p)
     add_data_flags(p)
     p.set_defaults(run=lambda a: write_json(evaluate_checkpoints(a), a.json))
 
@@ -139,6 +146,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--student-lr", type=float, default=1e-3, help="distillation learning rate (default: 1e-3)")
     p.add_argument("--latency-repeats", type=int, default=50, help="timed calls per policy (default: 50)")
     p.add_argument("--chunk-size", type=int, default=8, help="actions per chunk of the teacher (default: 8)")
+    p.add_argument("--eval-batch-size", type=int, default=32,
+                   help="held-out samples sampled at once in the evaluation (default: 32)")
     add_data_flags(p)
     add_train_flags(p, steps=None, lr=2e-3)
     p.set_defaults(run=lambda a: write_json(bench_distill(a), a.json))
