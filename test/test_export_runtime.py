@@ -134,6 +134,7 @@ def test_lerobot_exports_match_torch_in_fp32_and_fp16_for_several_instructions(f
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # about 10 min and 18 GB peak RSS on 2 cores (4 GB of weights)
 def test_width_pi05_over_the_protobuf_limit_exports_with_external_data(tmp_path):
     """Full widths and vocabulary (4 GB of float32 weights, the embedding alone 2.1 GB): the prefix
     graph keeps its weights in prefix.onnx.data and still matches torch."""

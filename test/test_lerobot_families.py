@@ -211,3 +211,85 @@ def test_bench_lerobot_reports_prefix_step_and_ratio(tmp_path):
     for timing in families.values():
         assert {"prefix", "expert_step", "end_to_end_10_steps", "end_to_end_1_steps"} <= set(timing)
         assert timing["ratio_end_to_end_10_over_1"] > 1.5
+
+
+_LOAD = ("import sys; from snapflow_ros.policy.checkpoint import load_policy; "
+         "p = load_policy(sys.argv[1]); print(p.processor.tokenizer_dir)")
+
+
+def test_checkpoint_without_bundled_tokenizer_gets_it_from_tokenizer_dir_or_hf_cache(teachers, tmp_path):
+    """Regression: a real checkpoint bundles no tokenizer/; its students loaded only from the hub."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    bare = tmp_path / "bare"
+    shutil.copytree(teachers["pi05"], bare)
+    shutil.move(bare / "tokenizer", tmp_path / "tok")
+    preprocessor = json.loads((bare / "policy_preprocessor.json").read_text())
+    for step in preprocessor["steps"]:
+        if step["registry_name"] == "tokenizer_processor":
+            step["config"]["tokenizer_name"] = "local-test/paligemma-tokenizer"
+    (bare / "policy_preprocessor.json").write_text(json.dumps(preprocessor))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hf-cache")}
+
+    with pytest.raises(CheckpointError, match="local-test/paligemma-tokenizer.*neither bundled.*--tokenizer"):
+        load_policy(bare)
+    student = load_policy(bare, tokenizer=tmp_path / "tok")
+    save_policy(student, tmp_path / "student")
+    assert (tmp_path / "student" / "tokenizer" / "tokenizer.json").is_file()
+    fresh = subprocess.run([sys.executable, "-c", _LOAD, str(tmp_path / "student")], env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+
+    # The same tokenizer in the local Hugging Face cache (its on-disk layout) is found there.
+    repo = tmp_path / "hf-cache" / "models--local-test--paligemma-tokenizer"
+    shutil.copytree(tmp_path / "tok", repo / "snapshots" / "0123abcd")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    cached = subprocess.run([sys.executable, "-c", _LOAD, str(bare)], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert cached.returncode == 0, cached.stderr[-2000:]
+    assert "0123abcd" in cached.stdout
+
+
+@pytest.mark.parametrize("family", ["pi0", "pi05"])
+def test_lerobot_gradient_checkpointing_gives_the_plain_gradients(teachers, data, family, tmp_path):
+    """Regression: a checkpoint with LeRobot's `gradient_checkpointing: true` failed to distil
+    (the prefix cache switched off in train mode, phi(s) lost in recomputation)."""
+    import shutil
+
+    from snapflow_distill.loss import snapflow_loss
+    from snapflow_distill.trainer import trainable_parameters
+
+    checkpointed = tmp_path / "checkpointed"
+    shutil.copytree(teachers[family], checkpointed)
+    config = json.loads((checkpointed / "config.json").read_text())
+    (checkpointed / "config.json").write_text(json.dumps({**config, "gradient_checkpointing": True}))
+    batch = data.batch(torch.arange(6))
+
+    def gradients(path: Path) -> tuple[dict[str, torch.Tensor], int]:
+        policy = load_policy(path)
+        trainable_parameters(policy, "snapflow")
+        with torch.no_grad():
+            policy.target_time.linear_out.weight.normal_(0, 0.1, generator=torch.Generator().manual_seed(1))
+        policy.train()
+        layer = policy.lerobot.model.paligemma_with_expert.gemma_expert.model.layers[0]
+        calls = []
+        layer.register_forward_pre_hook(lambda *_: calls.append(1))  # (recomputation stops early)
+        inputs = policy.prepare(batch)
+        with torch.no_grad():
+            cache = policy.embed_prefix(inputs)
+        terms = snapflow_loss(policy, cache, inputs["actions"], inputs["action_mask"], 0.5, 0.1,
+                              torch.Generator().manual_seed(0))
+        terms.total.backward()
+        return {n: p.grad for n, p in policy.named_parameters() if p.grad is not None}, len(calls)
+
+    plain, plain_calls = gradients(teachers[family])
+    recomputed, recomputed_calls = gradients(checkpointed)
+    assert recomputed_calls > plain_calls  # the expert layers really ran again in backward
+    assert plain.keys() == recomputed.keys() and any("target_time" in n for n in plain)
+    for name, grad in plain.items():
+        torch.testing.assert_close(recomputed[name], grad, rtol=1e-4, atol=1e-6,
+                                   msg=lambda m, name=name: f"{name}: {m}")

@@ -25,8 +25,11 @@ from snapflow_ros.families.lerobot.processor import (
     POSTPROCESSOR,
     PREPROCESSOR,
     TOKENIZER,
+    VLM,
     LeRobotProcessor,
+    hub_names,
     load_processors,
+    offline_files,
     static_token_padding,
 )
 from snapflow_ros.families.lerobot.builders import construct_policy
@@ -43,7 +46,6 @@ from snapflow_ros.policy.contract import FlowPolicy, RawBatch
 
 TARGET_TIME = "snapflow_target_time.safetensors"  # phi(s) of a SnapFlow student
 SNAPFLOW = "snapflow.json"                        # what LeRobot does not know about this checkpoint
-VLM = "vlm"                                        # SmolVLA: bundled VLM config + processor files
 
 
 @dataclass
@@ -201,7 +203,10 @@ class LeRobotAdapter(FlowPolicy):
         (directory / SNAPFLOW).write_text(json.dumps(meta, indent=2) + "\n")
 
     @classmethod
-    def from_pretrained(cls, directory: Path, device: str | torch.device = "cpu") -> LeRobotAdapter:
+    def from_pretrained(cls, directory: Path, device: str | torch.device = "cpu",
+                        tokenizer: Path | None = None) -> LeRobotAdapter:
+        """tokenizer: where the tokenizer (SmolVLA: the VLM config + processor) is when the
+        checkpoint bundles none; else the bundled one, else the local Hugging Face cache."""
         from lerobot.configs.policies import PreTrainedConfig
 
         directory = Path(directory)
@@ -216,7 +221,7 @@ class LeRobotAdapter(FlowPolicy):
         except Exception as error:  # draccus raises several types for a malformed config
             raise CheckpointError(f"{directory / CONFIG}: not a valid {cls.family} config ({error})") from None
         config.device = str(torch.device(device))
-        bundled = {name: directory / name for name in (TOKENIZER, VLM) if (directory / name).is_dir()}
+        bundled = offline_files(directory, cls.bundled_names(), hub_names(directory, config), tokenizer)
         cls.adjust_config(config, bundled)
         architecture = meta.get("architecture", meta.get("tiny_architecture"))  # older name
         policy = construct_policy(policy_class, config, architecture)
@@ -230,6 +235,11 @@ class LeRobotAdapter(FlowPolicy):
     @classmethod
     def adjust_config(cls, config: Any, bundled: dict[str, Path]) -> None:
         """Point the config at files bundled in the checkpoint (SmolVLA's VLM directory)."""
+
+    @classmethod
+    def bundled_names(cls) -> tuple[str, ...]:
+        """The directories a checkpoint needs to load offline (and every student carries)."""
+        return (TOKENIZER,)
 
 
 class _Stored:
@@ -408,6 +418,10 @@ class SmolVLAAdapter(LeRobotAdapter):
         from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
 
         return SmolVLAPolicy
+
+    @classmethod
+    def bundled_names(cls) -> tuple[str, ...]:
+        return (TOKENIZER, VLM)
 
     @classmethod
     def adjust_config(cls, config: Any, bundled: dict[str, Path]) -> None:

@@ -176,7 +176,7 @@ def build_lerobot_checkpoint(family: str, output: Path, *, states: torch.Tensor,
 
     from lerobot.configs import FeatureType, PolicyFeature
 
-    from snapflow_ros.families.lerobot.adapter import TOKENIZER, VLM
+    from snapflow_ros.families.lerobot.processor import TOKENIZER, VLM
     from snapflow_ros.families.registry import family as family_class
     from snapflow_ros.policy.checkpoint import save_policy
 

@@ -4,6 +4,7 @@ adapter (training, evaluation, serving) and by ONNX deployments alike."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from snapflow_ros.families.lerobot.adapter import LeRobotAdapter
 
 TOKENIZER = "tokenizer"                            # bundled tokenizer: the checkpoint loads offline
+VLM = "vlm"                                        # SmolVLA: bundled VLM config + processor files
 PREPROCESSOR = "policy_preprocessor.json"
 POSTPROCESSOR = "policy_postprocessor.json"
 IMAGE_PREFIX = "observation.images."
@@ -126,6 +128,58 @@ class LeRobotProcessor:
         pre, post = load_processors(directory, "cpu", tokenizer_dir)
         static_token_padding(pre)
         return cls(adapter_class, config, pre, post, tokenizer_dir)
+
+
+def hub_names(directory: Path, config: Any) -> dict[str, str]:
+    """What a checkpoint would fetch from the hub: its tokenizer (policy_preprocessor.json) and,
+    for SmolVLA, its VLM (config.vlm_model_name)."""
+    names: dict[str, str] = {}
+    try:
+        steps = json.loads((Path(directory) / PREPROCESSOR).read_text()).get("steps", [])
+    except (OSError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{directory / PREPROCESSOR}: unreadable ({error})") from None
+    for step in steps:
+        if step.get("registry_name") == "tokenizer_processor" and step.get("config", {}).get("tokenizer_name"):
+            names[TOKENIZER] = step["config"]["tokenizer_name"]
+    if getattr(config, "vlm_model_name", None):
+        names[VLM] = config.vlm_model_name
+    return names
+
+
+def hf_cache_snapshot(name: str) -> Path | None:
+    """The local Hugging Face cache's copy of repository `name`, if any (never downloads)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(name, local_files_only=True))
+    except Exception:  # not cached (LocalEntryNotFoundError), or not a repository name at all
+        return None
+
+
+def offline_files(directory: Path, needed: tuple[str, ...], names: dict[str, str],
+                  given: Path | None) -> dict[str, Path]:
+    """Where each of `needed` (tokenizer, SmolVLA's vlm) comes from, without any download: the
+    checkpoint's bundled copy, else `given`, else the local Hugging Face cache. Every student is
+    written with these bundled, so it loads offline wherever it goes."""
+    directory = Path(directory)
+    found: dict[str, Path] = {}
+    for name in needed:
+        if (directory / name).is_dir():
+            found[name] = directory / name
+        elif given is not None:
+            if not given.is_dir():
+                raise CheckpointError(f"--tokenizer {given}: not a directory")
+            found[name] = given
+        elif name in names and (cached := hf_cache_snapshot(names[name])) is not None:
+            found[name] = cached
+        else:
+            wanted = names.get(name, "its tokenizer")
+            raise CheckpointError(
+                f"{directory}: needs {wanted!r} ({'tokenizer' if name == TOKENIZER else 'VLM config and processor'}), "
+                f"which is neither bundled as {directory / name}/ nor in the local Hugging Face cache, and "
+                f"nothing is downloaded here. Copy it there (e.g. `huggingface-cli download {wanted}` on a "
+                f"machine with network, then copy ~/.cache/huggingface), or pass --tokenizer DIR.")
+    return found
 
 
 def static_token_padding(preprocessor: Any) -> None:
