@@ -4,23 +4,34 @@
 #   scripts/setup.sh            create/refresh .venv (Python 3.12), install the pinned
 #                               dependencies, build snapflow_interfaces into it, install
 #                               snapflow_ros in editable mode
+#   SNAPFLOW_ORT=gpu scripts/setup.sh
+#                               the same with onnxruntime-gpu (requirements/onnxruntime-gpu.txt:
+#                               CUDA and TensorRT execution providers) instead of the lock's
+#                               onnxruntime; SNAPFLOW_ORT=cpu switches back. Unset, the venv keeps
+#                               the choice it was built with (a new one: cpu), so that `make test`
+#                               after `make setup-gpu` does not switch back
 #
 # Idempotent: when nothing that shapes the environment changed (lock file, interfaces,
-# package metadata, this script) it checks one stamp and exits in well under a second.
+# package metadata, this script, the onnxruntime choice) it checks one stamp and exits in
+# well under a second.
 # Environment: SNAPFLOW_VENV overrides the venv location (default: <repo>/.venv).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv=${SNAPFLOW_VENV:-$repo/.venv}
 lock=$repo/requirements/lock.txt
+ort_choice=$venv/.snapflow-onnxruntime
+ort=${SNAPFLOW_ORT:-$(cat "$ort_choice" 2>/dev/null || echo cpu)}
 
 die() { echo "setup: error: $*" >&2; exit 1; }
 log() { echo "setup: $*" >&2; }
+[[ $ort == cpu || $ort == gpu ]] || die "SNAPFLOW_ORT=$ort: expected cpu (the lock's onnxruntime) or gpu (onnxruntime-gpu)"
 
-# What the environment is built from; any change rebuilds the affected parts.
+# What the environment is built from; any change rebuilds the affected parts. The onnxruntime
+# choice is part of it, so switching between cpu and gpu reinstalls.
 inputs_hash() {
-    (cd "$repo" && cat requirements/lock.txt scripts/setup.sh setup.py setup.cfg package.xml \
-        $(find msg -type f | LC_ALL=C sort)) | sha256sum | cut -d' ' -f1
+    (cd "$repo" && echo "onnxruntime=$ort" && cat requirements/lock.txt requirements/onnxruntime-gpu.txt \
+        scripts/setup.sh setup.py setup.cfg package.xml $(find msg -type f | LC_ALL=C sort)) | sha256sum | cut -d' ' -f1
 }
 stamp=$venv/.snapflow-setup-stamp
 want=$(inputs_hash)
@@ -62,10 +73,34 @@ if [[ ! -x $venv/bin/uv ]]; then
     "$py" -m pip install --quiet --disable-pip-version-check 'uv>=0.5,<1' || die "could not install uv from PyPI"
 fi
 uv=$venv/bin/uv
+installed() { "$uv" pip show --python "$py" --quiet "$1" >/dev/null 2>&1; }
 log "installing pinned dependencies from requirements/lock.txt (first run: ~5 GB, a few minutes)"
 # Not `uv pip sync`: the ROS wheels also ship egg-info records of their colcon builds, which
 # sync would take for extraneous packages and delete (rosidl_adapter, among others).
-"$uv" pip install --python "$py" --quiet -r "$lock" || die "installing requirements/lock.txt failed (see above)"
+# onnxruntime and onnxruntime-gpu both install the `onnxruntime` module: exactly one of them
+# may be present, and removing one deletes files the other shares, so the one that stays is
+# installed after the other is gone.
+if [[ $ort == gpu ]]; then
+    lock_no_ort=$venv/.lock-without-onnxruntime.txt
+    grep -v '^onnxruntime==' "$lock" >"$lock_no_ort"
+    "$uv" pip install --python "$py" --quiet -r "$lock_no_ort" || die "installing requirements/lock.txt failed (see above)"
+    reinstall=()
+    if installed onnxruntime; then
+        "$uv" pip uninstall --python "$py" --quiet onnxruntime || die "removing onnxruntime failed"
+        reinstall=(--reinstall-package onnxruntime-gpu)
+    fi
+    log "installing onnxruntime-gpu (requirements/onnxruntime-gpu.txt; its CUDA 13 libraries are the lock's)"
+    # --constraint: the CUDA libraries and numpy stay the lock's (torch loads the same ones).
+    "$uv" pip install --python "$py" --quiet "${reinstall[@]}" -r "$repo/requirements/onnxruntime-gpu.txt" \
+        --constraint "$lock_no_ort" || die "installing requirements/onnxruntime-gpu.txt failed (see above)"
+else
+    reinstall=()
+    if installed onnxruntime-gpu; then
+        "$uv" pip uninstall --python "$py" --quiet onnxruntime-gpu || die "removing onnxruntime-gpu failed"
+        reinstall=(--reinstall-package onnxruntime)
+    fi
+    "$uv" pip install --python "$py" --quiet "${reinstall[@]}" -r "$lock" || die "installing requirements/lock.txt failed (see above)"
+fi
 
 # --- snapflow_interfaces (rosidl generation needs an ament_cmake build) ---------------------
 log "building snapflow_interfaces into the venv"
@@ -103,7 +138,8 @@ cat >"$site/snapflow_ros_ament_prefix.pth" <<'EOF'
 import os, sys; p = os.environ.get('AMENT_PREFIX_PATH', ''); os.environ['AMENT_PREFIX_PATH'] = p if sys.prefix in p.split(os.pathsep) else os.pathsep.join(x for x in (sys.prefix, p) if x)
 EOF
 
-"$py" -c 'import rclpy, snapflow_interfaces.msg, snapflow_ros, torch' \
+"$py" -c 'import rclpy, snapflow_interfaces.msg, snapflow_ros, torch, onnxruntime' \
     || die "the environment was built but its imports fail (see above)"
+echo "$ort" >"$ort_choice"
 echo "$want" >"$stamp"
-log "ready: $venv (activate with 'source $venv/bin/activate', or call $venv/bin/snapflow directly)"
+log "ready: $venv, onnxruntime: $ort (activate with 'source $venv/bin/activate', or call $venv/bin/snapflow directly)"
