@@ -4,24 +4,95 @@
     actions = backend.sample(raw_batch, noise, steps)    # (B, chunk, action_dim), robot units
 
 The ONNX Runtime backend keeps the prefix cache as OrtValues on the execution device and binds
-them to every expert run (IO binding): the cache never crosses host memory between steps.
+them to every expert run (IO binding): the cache never crosses host memory between steps. On a
+GPU it prefers TensorRT, then CUDA (execution_providers() says with which options), else the CPU.
 """
 
 from __future__ import annotations
 
+import ctypes.util
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 
+from snapflow_ros.errors import CheckpointError, ConfigError
 from snapflow_ros.export.graphs import flatten, unflatten
 from snapflow_ros.export.manifest import Manifest
 from snapflow_ros.families.registry import family
 from snapflow_ros.flow.sampling import euler_sample
 from snapflow_ros.policy.contract import FlowPolicy, RawBatch
 
-PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+TENSORRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
+PROVIDER_PREFERENCE = (TENSORRT, CUDA, CPU)
+ENGINE_CACHE = "tensorrt_cache"  # under the export directory unless a path is given
+
+# numpy dtypes of the ONNX tensor types the expert's float inputs can have.
+_INPUT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+
+
+def execution_providers(available: Sequence[str], precision: str, device_id: int = 0,
+                        engine_cache: Path | None = None, requested: Sequence[str] | None = None,
+                        options: Mapping[str, Mapping[str, Any]] | None = None) -> list[tuple[str, dict[str, str]]]:
+    """The providers to create sessions with, in order of preference, each with its options.
+
+    `available`: what this onnxruntime can run (see usable_providers); `precision`: the export's
+    manifest precision; `requested`: an explicit choice (every name must be available), else
+    TensorRT > CUDA > CPU among the available; `options`: per provider, merged over the defaults.
+    """
+    if requested:
+        missing = [name for name in requested if name not in available]
+        if missing:
+            raise ConfigError(f"execution providers {missing} are not available in this onnxruntime "
+                              f"(available: {list(available)}); GPU providers need onnxruntime-gpu "
+                              "(SNAPFLOW_ORT=gpu scripts/setup.sh)")
+        names = list(requested)
+    else:
+        names = [name for name in PROVIDER_PREFERENCE if name in available]
+    defaults: dict[str, dict[str, str]] = {
+        TENSORRT: {
+            "device_id": str(device_id),
+            # An fp16 export runs its fp32 remainder in fp16 too; an fp32 one keeps fp32 parity.
+            "trt_fp16_enable": str(precision == "fp16"),
+            # Engines take minutes to build for a VLM: keep them (and the tactic timings) on disk
+            # so that a restarted robot loads them instead of rebuilding.
+            "trt_engine_cache_enable": "True",
+            "trt_timing_cache_enable": "True",
+        },
+        CUDA: {"device_id": str(device_id)},
+    }
+    if engine_cache is not None:
+        defaults[TENSORRT]["trt_engine_cache_path"] = str(engine_cache)
+        defaults[TENSORRT]["trt_timing_cache_path"] = str(engine_cache)
+    extra = options or {}
+    unknown = sorted(set(extra) - set(names))
+    if unknown:
+        raise ConfigError(f"provider options given for {unknown}, which are not among the providers {names}")
+    return [(name, defaults.get(name, {}) | {k: str(v) for k, v in extra.get(name, {}).items()})
+            for name in names]
+
+
+def usable_providers(available: Sequence[str]) -> list[str]:
+    """onnxruntime's available providers less TensorRT when its libraries cannot be loaded.
+
+    onnxruntime-gpu lists TensorRT whether or not TensorRT is installed; choosing it then fails
+    at every session start (an error, then a fallback to CUDA) instead of once here.
+    """
+    return [name for name in available if name != TENSORRT or ctypes.util.find_library("nvinfer")]
+
+
+def _step_input_dtypes(session: Any) -> dict[str, type]:
+    """numpy dtypes of the expert graph's x, t and s (float32 unless an export chose otherwise)."""
+    dtypes = {}
+    for arg in session.get_inputs():
+        if arg.name in ("x", "t", "s"):
+            if arg.type not in _INPUT_DTYPES:
+                raise CheckpointError(f"expert graph input {arg.name!r} is a {arg.type}; the onnxruntime "
+                                      f"backend binds {sorted(_INPUT_DTYPES)}")
+            dtypes[arg.name] = _INPUT_DTYPES[arg.type]
+    return dtypes
 
 
 class Backend(Protocol):
@@ -78,15 +149,29 @@ class TorchBackend:
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
-    def __init__(self, export_dir: Path, providers: list[str] | None = None, threads: int = 0) -> None:
+    def __init__(self, export_dir: Path, providers: Sequence[str] | None = None, threads: int = 0,
+                 device_id: int = 0, provider_options: Mapping[str, Mapping[str, Any]] | None = None,
+                 engine_cache: Path | None = None) -> None:
+        """`providers`: an explicit list (each must be available and must start), else the best
+        available; `provider_options`: per provider, over execution_providers()' defaults;
+        `engine_cache`: TensorRT's engine directory (default: <export_dir>/tensorrt_cache)."""
+        # CUDA/cuDNN come from the nvidia-* wheels that torch, imported above, already loaded:
+        # onnxruntime-gpu finds them in the process, with no LD_LIBRARY_PATH or preload.
         import onnxruntime as ort
 
         self.export_dir = Path(export_dir)
         self.manifest = Manifest.read(self.export_dir)
         self.processor = family(self.manifest.family).load_processor(self.export_dir / self.manifest.processor)
         self.chunk_size, self.noise_dim = self.manifest.chunk_size, self.manifest.noise_dim
-        available = ort.get_available_providers()
-        self.providers = providers or [p for p in PROVIDER_PREFERENCE if p in available]
+        self._requested = execution_providers(
+            usable_providers(ort.get_available_providers()), self.manifest.precision, device_id=device_id,
+            engine_cache=engine_cache or self.export_dir / ENGINE_CACHE, requested=providers,
+            options=provider_options)
+        self._explicit = bool(providers)
+        self.device_id = device_id
+        tensorrt = dict(self._requested).get(TENSORRT)
+        if tensorrt:
+            Path(tensorrt["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
         options = ort.SessionOptions()
         # No busy-waiting between runs: on a robot (and in interleaved benchmarks) other threads
         # share the cores; spinning ORT workers starve them (seen here: torch 25x slower beside it).
@@ -97,16 +182,25 @@ class OnnxRuntimeBackend:
         self._options = options
         self.prefix_session = self.session("prefix")
         self.expert_session = self.session("expert")
-        on_gpu = self.prefix_session.get_providers()[0] != "CPUExecutionProvider"
-        self.device_type = "cuda" if on_gpu else "cpu"
+        # What the sessions run on (onnxruntime falls back when a provider fails to start).
+        self.providers: list[str] = self.prefix_session.get_providers()
+        self.device_type = "cuda" if self.providers[0] in (TENSORRT, CUDA) else "cpu"  # TensorRT's memory is CUDA's
         self.cache_names = [spec.name for spec in self.manifest.cache]
+        self._step_dtypes = _step_input_dtypes(self.expert_session)
 
     def session(self, role: str) -> Any:
         import onnxruntime as ort
 
         if role not in self._sessions:
             path = self.export_dir / self.manifest.graphs[role]
-            self._sessions[role] = ort.InferenceSession(str(path), self._options, providers=self.providers)
+            session = ort.InferenceSession(str(path), self._options,
+                                           providers=[name for name, _ in self._requested],
+                                           provider_options=[opts for _, opts in self._requested])
+            started = session.get_providers()
+            if self._explicit and not all(name in started for name, _ in self._requested):
+                raise ConfigError(f"{path.name}: asked for {[n for n, _ in self._requested]}, onnxruntime "
+                                  f"started {started} (its log above says why)")
+            self._sessions[role] = session
         return self._sessions[role]
 
     def prepare(self, batch: RawBatch) -> dict[str, torch.Tensor]:
@@ -118,16 +212,19 @@ class OnnxRuntimeBackend:
         for spec in self.manifest.prefix_inputs:
             binding.bind_cpu_input(spec.name, inputs[spec.name].cpu().numpy())
         for name in self.cache_names:
-            binding.bind_output(name, self.device_type)
+            binding.bind_output(name, self.device_type, self.device_id)
         self.prefix_session.run_with_iobinding(binding)
         return binding.get_outputs()
 
     def step(self, x: torch.Tensor, t: float, s: float, cache: list[Any]) -> torch.Tensor:
         binding = self.expert_session.io_binding()
         batch = x.shape[0]
-        binding.bind_cpu_input("x", x.detach().cpu().numpy().astype(np.float32))
-        binding.bind_cpu_input("t", np.full((batch,), t, dtype=np.float32))
-        binding.bind_cpu_input("s", np.full((batch,), s, dtype=np.float32))
+        # Host arrays of the graph's own input types; on a GPU onnxruntime copies them to the
+        # device of the session (a few KB per step), next to the cache that stays there.
+        dtypes = self._step_dtypes
+        binding.bind_cpu_input("x", np.ascontiguousarray(x.detach().cpu().numpy(), dtype=dtypes["x"]))
+        binding.bind_cpu_input("t", np.full((batch,), t, dtype=dtypes["t"]))
+        binding.bind_cpu_input("s", np.full((batch,), s, dtype=dtypes["s"]))
         for name, value in zip(self.cache_names, cache):
             binding.bind_ortvalue_input(name, value)  # stays on the device
         binding.bind_output("velocity", "cpu")
