@@ -236,10 +236,15 @@ def test_checkpoint_without_bundled_tokenizer_gets_it_from_tokenizer_dir_or_hf_c
 
     with pytest.raises(CheckpointError, match="local-test/paligemma-tokenizer.*neither bundled.*--tokenizer"):
         load_policy(bare)
-    student = load_policy(bare, tokenizer=tmp_path / "tok")
-    save_policy(student, tmp_path / "student")
-    assert (tmp_path / "student" / "tokenizer" / "tokenizer.json").is_file()
-    fresh = subprocess.run([sys.executable, "-c", _LOAD, str(tmp_path / "student")], env=env,
+    snapflow = Path(sys.executable).with_name("snapflow")
+    distilled = subprocess.run([str(snapflow), "distill", str(bare), "--tokenizer", str(tmp_path / "tok"),
+                                "--output", str(tmp_path / "run"), "--steps", "1", "--batch-size", "4",
+                                "--samples", "32", "--holdout", "8", "--device", "cpu"],
+                               env=env, capture_output=True, text=True, timeout=600)
+    assert distilled.returncode == 0, distilled.stderr[-2000:]
+    student = tmp_path / "run" / "policy"
+    assert (student / "tokenizer" / "tokenizer.json").is_file()
+    fresh = subprocess.run([sys.executable, "-c", _LOAD, str(student)], env=env,
                            capture_output=True, text=True, timeout=300)
     assert fresh.returncode == 0, fresh.stderr[-2000:]
 

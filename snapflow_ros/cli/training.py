@@ -46,7 +46,7 @@ def distill(args: argparse.Namespace) -> Path:
 
     from snapflow_ros.policy.checkpoint import checkpoint_id, load_policy
 
-    student = load_policy(args.teacher, device(args.device))
+    student = load_policy(args.teacher, device(args.device), args.tokenizer)
     data = task_data(args, student.chunk_size)
     check_data_fits(student, data)
     trainer = Trainer(student, data.train, train_config(args, "snapflow"), args.output,
@@ -115,6 +115,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                             "backbone, mixed flow-matching + two-step consistency loss, zero-initialised "
                             "target-time MLP. Re-running with the same --output resumes.")
     p.add_argument("teacher", type=Path, help="teacher checkpoint directory (config.json, model.safetensors, ...)")
+    p.add_argument("--tokenizer", type=Path, default=None,
+                   help="LeRobot teacher without a bundled tokenizer/ that is not in the local Hugging Face "
+                   "cache: its tokenizer directory (SmolVLA: the VLM's config + processor files); the "
+                   "student bundles it")
     p.add_argument("--output", type=Path, required=True, help="run directory; the student lands in OUTPUT/policy")
     add_data_flags(p)
     add_train_flags(p, steps=2000, lr=1e-3)
