@@ -38,8 +38,10 @@ for family in "${families[@]}"; do
     step "$family" export $snapflow export "$w/run/policy" --output "$w/onnx" --fp16 || continue
     step "$family" validate $snapflow validate "$w/onnx" --reference "$w/run/policy" --threshold 5e-2 \
         --json "$w/validate.json" || true
-    rm -rf "$w/onnx"  # 7 GB at full size; the numbers are in the logs
+    rm -rf "$w/onnx" "$w/run/policy"  # 7-8 GB each at full size; the numbers are in the logs
+    # bench-lerobot measures the teacher built above (it builds one under WORKDIR/full-DTYPE/FAMILY).
+    mkdir -p "$out/bench/full-$dtype"
+    ln -sfn "$(realpath "$w/teacher")" "$out/bench/full-$dtype/$family"
     step "$family" bench $snapflow bench-lerobot --size full --dtype "$dtype" --families "$family" \
         --workdir "$out/bench" --repeats "${REPEATS:-3}" --device cpu --json "$w/bench.json" || true
-    rm -rf "$w/run/policy" "$out/bench"
 done
