@@ -214,6 +214,8 @@ class OnnxRuntimeBackend:
         for name in self.cache_names:
             binding.bind_output(name, self.device_type, self.device_id)
         self.prefix_session.run_with_iobinding(binding)
+        # The expert session reads the cache on its own CUDA stream: the cache must be complete.
+        binding.synchronize_outputs()
         return binding.get_outputs()
 
     def step(self, x: torch.Tensor, t: float, s: float, cache: list[Any]) -> torch.Tensor:
