@@ -3,10 +3,15 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export SNAPFLOW_VENV := $(abspath $(VENV))
 
-.PHONY: setup demo test test-fast lock clean
+.PHONY: setup setup-gpu demo test test-fast gpu-check gpu-check-dry gpu-wheels lock clean
 
 setup:
 	@scripts/setup.sh
+
+# The same with onnxruntime-gpu (CUDA/TensorRT providers) instead of onnxruntime; later `make`
+# targets keep it, `SNAPFLOW_ORT=cpu make setup` switches back.
+setup-gpu:
+	@SNAPFLOW_ORT=gpu scripts/setup.sh
 
 # The main job: simulated robot -> bags -> teacher -> SnapFlow over ROS -> hot swap -> closed-loop table.
 demo: setup
@@ -19,6 +24,18 @@ test: setup
 # Everything but the tests marked slow.
 test-fast: setup
 	$(PY) -m pytest -m "not slow"
+
+# The GPU check (issue 14) on a GPU machine: full-size families, tables in $$OUT or runs/gpu_check.
+gpu-check:
+	scripts/gpu_check.sh
+
+# Its plumbing on this CPU at tiny size (a few minutes).
+gpu-check-dry: setup
+	scripts/gpu_check.sh --dry-run
+
+# The wheels the lent GPU machine (no network) needs, into .gpu-wheels/ (carry it there).
+gpu-wheels: setup
+	scripts/gpu_check.sh --fetch-wheels
 
 # Re-pin requirements/lock.txt from requirements/requirements.in (Linux x86_64, Python 3.12).
 lock: setup
