@@ -5,6 +5,7 @@
 #
 #   scripts/real_size.sh [FAMILY...]        default: smolvla pi05 pi0
 # Environment: DTYPE (default bfloat16 for pi0/pi0.5; SmolVLA is float32), REPEATS (default 3).
+# A teacher or student already written by an earlier (cut-off) run is reused, not rebuilt.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 snapflow=.venv/bin/snapflow
@@ -32,8 +33,8 @@ for family in "${families[@]}"; do
     dtype=${DTYPE:-bfloat16}
     [[ $family == smolvla ]] && dtype=float32
     w=$out/$family
-    step "$family" make $snapflow make-lerobot --family "$family" --size full --dtype "$dtype" --output "$w/teacher" || continue
-    step "$family" distill $snapflow distill "$w/teacher" --output "$w/run" --steps 2 --batch-size 1 \
+    [[ -f $w/teacher/model.safetensors ]] || step "$family" make $snapflow make-lerobot --family "$family" --size full --dtype "$dtype" --output "$w/teacher" || continue
+    [[ -f $w/run/policy/model.safetensors ]] || step "$family" distill $snapflow distill "$w/teacher" --output "$w/run" --steps 2 --batch-size 1 \
         --samples 16 --holdout 4 --checkpoint-every 0 --log-every 1 --device cpu --gradient-checkpointing || continue
     step "$family" export $snapflow export "$w/run/policy" --output "$w/onnx" --fp16 || continue
     step "$family" validate $snapflow validate "$w/onnx" --reference "$w/run/policy" --threshold 5e-2 \

@@ -64,7 +64,7 @@ def evaluate_checkpoints(args: argparse.Namespace) -> dict:
     from snapflow_ros.policy.checkpoint import load_policy
 
     on = device(args.device)
-    teacher = load_policy(args.teacher, on)
+    teacher = load_policy(args.teacher, on, args.tokenizer)
     data = task_data(args, teacher.chunk_size)
     if data.held_out is None:
         raise ConfigError("eval needs held-out data: use --holdout-episodes 1 or more")
@@ -84,7 +84,7 @@ def bench_distill(args: argparse.Namespace) -> dict:
     """Teacher from scratch -> SnapFlow student -> evaluation, in one run (ratios side by side)."""
     started = time.perf_counter()
     work = args.workdir
-    args.output = work / "teacher"
+    args.output, args.tokenizer = work / "teacher", None  # the built-in teacher has no tokenizer files
     args.steps, steps_student = args.teacher_steps, args.student_steps
     args.teacher = train_teacher(args)
     args.output, args.steps = work / "student", steps_student
@@ -98,6 +98,13 @@ def bench_distill(args: argparse.Namespace) -> dict:
     report["steps"] = {"teacher": args.teacher_steps, "student": steps_student}
     report["wall_seconds"] = time.perf_counter() - started
     return report
+
+
+def add_tokenizer_flag(parser: argparse.ArgumentParser, more: str = "") -> None:
+    parser.add_argument("--tokenizer", type=Path, default=None,
+                        help="LeRobot teacher without a bundled tokenizer/ that is not in the local Hugging "
+                        "Face cache: its tokenizer directory (SmolVLA: the VLM's config + processor files)"
+                        + more)
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -115,10 +122,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                             "backbone, mixed flow-matching + two-step consistency loss, zero-initialised "
                             "target-time MLP. Re-running with the same --output resumes.")
     p.add_argument("teacher", type=Path, help="teacher checkpoint directory (config.json, model.safetensors, ...)")
-    p.add_argument("--tokenizer", type=Path, default=None,
-                   help="LeRobot teacher without a bundled tokenizer/ that is not in the local Hugging Face "
-                   "cache: its tokenizer directory (SmolVLA: the VLM's config + processor files); the "
-                   "student bundles it")
+    add_tokenizer_flag(p, "; the student bundles it")
     p.add_argument("--output", type=Path, required=True, help="run directory; the student lands in OUTPUT/policy")
     add_data_flags(p)
     add_train_flags(p, steps=2000, lr=1e-3)
@@ -129,6 +133,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                             "task's own metrics and per-call latency, as JSON.")
     p.add_argument("teacher", type=Path, help="teacher checkpoint directory")
     p.add_argument("--student", type=Path, default=None, help="student checkpoint directory (optional)")
+    add_tokenizer_flag(p)
     p.add_argument("--json", type=Path, default=None, help="also write the report to this file")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (default: 0)")
     p.add_argument("--latency-repeats", type=int, default=50, help="timed calls per policy (default: 50)")
