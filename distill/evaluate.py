@@ -53,6 +53,12 @@ def sample_dataset(policy: FlowPolicy, dataset: InMemoryChunkDataset, steps: int
     return torch.cat(parts)
 
 
+def device_synchronizer(device: torch.device) -> Callable[[], None] | None:
+    """What a timed call must wait for: the CUDA queue of `device`, nothing on the CPU."""
+    device = torch.device(device)
+    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
+
+
 @torch.no_grad()
 def latency_ms(candidates: list[Candidate], batch: RawBatch, repeats: int) -> dict[str, dict[str, float]]:
     """Per-call latency at batch size 1 (prepare -> prefix -> steps -> unnormalise), interleaved."""
@@ -61,7 +67,8 @@ def latency_ms(candidates: list[Candidate], batch: RawBatch, repeats: int) -> di
     shape = (1, candidates[0].policy.chunk_size, candidates[0].policy.noise_dim)
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     return measure_interleaved(
-        {c.name: (lambda c=c: sample_chunks(c.policy, single, c.steps, noise)) for c in candidates}, repeats)
+        {c.name: (lambda c=c: sample_chunks(c.policy, single, c.steps, noise)) for c in candidates}, repeats,
+        synchronize=device_synchronizer(candidates[0].policy.device))
 
 
 def evaluate(candidates: list[Candidate], reference: Candidate, dataset: InMemoryChunkDataset,
@@ -109,4 +116,4 @@ def latency_breakdown(policy: FlowPolicy, batch: RawBatch, repeats: int,
         "prefix": lambda: policy.embed_prefix(policy.prepare(single)),
         "expert_step": lambda: policy.velocity(noise, ones, 0 * ones, cache),
         **{f"end_to_end_{n}_steps": (lambda n=n: sample_chunks(policy, single, n, noise)) for n in steps},
-    }, repeats)
+    }, repeats, synchronize=device_synchronizer(policy.device))

@@ -14,16 +14,21 @@ def percentiles(latencies_ms: list[float]) -> dict[str, float]:
     return {f"p{q}": float(np.percentile(latencies_ms, q)) for q in (50, 95, 99)} if len(latencies_ms) else {}
 
 
-def measure_interleaved(probes: dict[str, Callable[[], object]], repeats: int,
-                        warmup: int = 1) -> dict[str, dict[str, float]]:
-    """name -> {p50, p95, p99, mean} in milliseconds."""
+def measure_interleaved(probes: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
+                        synchronize: Callable[[], object] | None = None) -> dict[str, dict[str, float]]:
+    """name -> {p50, p95, p99, mean} in milliseconds. `synchronize` (for example
+    torch.cuda.synchronize) runs inside each timed call: asynchronous GPU work would otherwise be
+    charged to whichever probe happens to wait for it next."""
+    wait = synchronize or (lambda: None)
     for _ in range(warmup):
         for probe in probes.values():
             probe()
+    wait()
     times: dict[str, list[float]] = {name: [] for name in probes}
     for _ in range(repeats):
         for name, probe in probes.items():
             start = time.perf_counter()
             probe()
+            wait()
             times[name].append((time.perf_counter() - start) * 1e3)
     return {name: percentiles(v) | {"mean": float(np.mean(v))} for name, v in times.items()}
