@@ -1,20 +1,22 @@
-"""The simulated robot (Meta-World, headless): experts solve every task, the detour task's pillar
-ends a straight run, layouts follow the seed, the camera shows the goal, a closed-loop episode
-runs a policy like the node does, and the evaluation's statistics and plot."""
+"""The simulated robot (Meta-World, headless): experts solve every task, the mean of a multi-modal
+task's modes fails (the detour's pillar, the mirrored goals), layouts follow the seed, the camera
+shows the goals, tasks load from a user's file, a closed-loop episode runs a policy like the node
+does, and the evaluation's statistics and plot."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from snapflow_ros.sim.experts import Expert
+from snapflow_ros.errors import ConfigError
 from snapflow_ros.sim.robot import STATE_NAMES, MetaWorldRobot
 from snapflow_ros.sim.rollout import CAMERA, run_episode
-from snapflow_ros.sim.tasks import TASKS, get_task
-from snapflow_ros.errors import ConfigError
+from snapflow_ros.sim.tasks import TaskExpert, get_task, load_tasks
+
+BUILTIN = load_tasks()
 
 
-def _expert_episode(robot: MetaWorldRobot, expert: Expert):
+def _expert_episode(robot: MetaWorldRobot, expert: TaskExpert):
     robot.reset()
     expert.reset()
     while True:
@@ -23,29 +25,40 @@ def _expert_episode(robot: MetaWorldRobot, expert: Expert):
             return outcome
 
 
-@pytest.mark.parametrize("name", sorted(TASKS))
+@pytest.mark.parametrize("name", sorted(BUILTIN))
 def test_the_expert_solves_the_task(name):
     robot = MetaWorldRobot(get_task(name), seed=3, render=False)
     try:
-        expert = Expert(robot, seed=4)
+        expert = robot.task.expert(robot, 4)
         outcomes = [_expert_episode(robot, expert) for _ in range(5)]
     finally:
         robot.close()
     assert all(o.success for o in outcomes), [o.failure for o in outcomes]
 
 
+def _mode_experts(robot: MetaWorldRobot, modes: int) -> list[TaskExpert]:
+    experts = [robot.task.expert(robot, 10 + m) for m in range(modes)]
+    for mode, expert in enumerate(experts):
+        expert.reset()
+        expert.mode = mode
+    return experts
+
+
+def _balanced_modes(robot: MetaWorldRobot, modes: int) -> None:
+    expert = robot.task.expert(robot, 1)
+    seen = []
+    for _ in range(3 * modes):
+        assert _expert_episode(robot, expert).success
+        seen.append(expert.mode)
+    assert sorted(seen) == sorted(list(range(modes)) * 3)  # shuffled rounds: as many of each mode
+
+
 def test_detour_routes_are_balanced_and_their_average_hits_the_pillar():
     robot = MetaWorldRobot(get_task("reach-detour"), seed=0, render=False)
     try:
-        expert = Expert(robot, seed=1)
-        sides = []
-        for _ in range(6):
-            assert _expert_episode(robot, expert).success
-            sides.append(expert.side)
-        assert sorted(sides) == [-1.0] * 3 + [1.0] * 3  # shuffled pairs: as many of each route
-        left, right = Expert(robot, seed=2), Expert(robot, seed=3)
+        _balanced_modes(robot, 2)
         robot.reset()
-        left.side, right.side = -1.0, 1.0
+        left, right = _mode_experts(robot, 2)
         split = None
         while True:  # what mean-seeking sampling does: the average of the two experts' targets
             outcome = robot.step((left.target() + right.target()) / 2)
@@ -55,6 +68,28 @@ def test_detour_routes_are_balanced_and_their_average_hits_the_pillar():
                 break
         # Within one 8-step chunk of the split: a policy executing whole chunks cannot correct in time.
         assert outcome.failure == "hit the pillar" and robot.steps - split <= 8, (outcome.failure, robot.steps, split)
+    finally:
+        robot.close()
+
+
+def test_mirrored_goals_are_symmetric_and_their_average_reaches_neither():
+    robot = MetaWorldRobot(get_task("reach-either"), seed=0, render=False)
+    try:
+        robot.reset()
+        start, goals = robot.start, robot.hand_goals
+        assert np.allclose((goals[0] + goals[1]) / 2, [start[0], goals[0][1], start[2]])  # mirrored about x = start
+        assert np.allclose(goals[:, 1], goals[0][1])
+        _balanced_modes(robot, 2)
+        robot.reset()
+        left, right = _mode_experts(robot, 2)
+        xs = []
+        while True:
+            outcome = robot.step((left.target() + right.target()) / 2)
+            xs.append(robot.full_obs[0] - start[0])
+            if outcome.done:
+                break
+        # The dynamics keep the mean on the mirror line too: it heads between the goals and times out.
+        assert outcome.failure == "out of steps" and max(map(abs, xs)) < 0.01, max(map(abs, xs))
     finally:
         robot.close()
 
@@ -70,7 +105,7 @@ def test_layouts_follow_the_seed_and_the_camera_shows_the_goal():
             found, markers = [], []
             for _ in range(3):
                 observation = robot.reset()
-                found.append(robot.goal.copy())
+                found.append(robot.goals[0].copy())
                 image = observation.image
                 assert image.shape == (48, 48, 3) and image.dtype == np.uint8
                 assert observation.state.shape == (len(STATE_NAMES),)
@@ -94,7 +129,7 @@ def test_layouts_follow_the_seed_and_the_camera_shows_the_goal():
 class _ExpertPolicy:
     """A ServedPolicy stand-in that answers with the expert's next targets."""
 
-    def __init__(self, expert: Expert) -> None:
+    def __init__(self, expert: TaskExpert) -> None:
         self.expert, self.calls = expert, 0
 
     def predict(self, observation, seed: int = 0) -> np.ndarray:
@@ -106,7 +141,7 @@ class _ExpertPolicy:
 def test_closed_loop_episode_runs_a_policy_chunk_by_chunk():
     robot = MetaWorldRobot(get_task("reach"), seed=0, image_size=32)
     try:
-        expert = Expert(robot, seed=0)
+        expert = robot.task.expert(robot, 0)
         expert.reset()
         policy = _ExpertPolicy(expert)
         result = run_episode(robot, policy, replan_every=3, seed=0)  # 3 of each chunk's 4 targets

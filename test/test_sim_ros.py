@@ -56,7 +56,7 @@ def test_policy_mode_executes_chunks_and_reports_episodes(ros, command):
     driver.create_subscription(EpisodeResult, "sim_robot/episode_result", results.append, COMMAND_QOS)
 
     def steer(msg: JointState) -> None:  # a perfect policy: 1 cm steps straight at the goal
-        hand, goal = np.array(msg.position[:3]), robot.robot.hand_goal
+        hand, goal = np.array(msg.position[:3]), robot.robot.hand_goals[0]
         targets = [hand + (goal - hand) * min(1.0, 0.01 * (k + 1) / max(np.linalg.norm(goal - hand), 1e-9))
                    for k in range(6)]
         stamp = time_to_ns(msg.header.stamp)

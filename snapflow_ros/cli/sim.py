@@ -15,7 +15,7 @@ def sim_eval(args: argparse.Namespace) -> dict:
     import torch
 
     from snapflow_ros.sim.evaluation import Candidate, evaluate_task, overall, write_plot
-    from snapflow_ros.sim.tasks import get_task
+    from snapflow_ros.sim.tasks import get_task, load_tasks
 
     started = time.perf_counter()
     candidates = [Candidate(f"teacher@{args.teacher_steps}", args.teacher, args.teacher_steps),
@@ -24,8 +24,8 @@ def sim_eval(args: argparse.Namespace) -> dict:
     if args.student:
         candidates.append(Candidate("student@1", args.student, 1))
     per_task = {}
-    for name in args.tasks:
-        per_task[name] = evaluate_task(get_task(name), candidates, args.episodes, args.seed, args.image_size,
+    for name in args.tasks or sorted(load_tasks(args.task_file)):
+        per_task[name] = evaluate_task(get_task(name, args.task_file), candidates, args.episodes, args.seed, args.image_size,
                                        args.replan_every,
                                        progress=lambda line: print(f"sim-eval: {line}", file=sys.stderr, flush=True))
     report = {"tasks": per_task, "overall": overall(per_task),
@@ -55,27 +55,41 @@ def format_table(report: dict) -> str:
 
 def sim_record(args: argparse.Namespace) -> dict:
     from snapflow_ros.ros.sim_recording import record_demos
+    from snapflow_ros.sim.tasks import get_task
 
+    get_task(args.task, args.task_file)  # an unknown task or a broken file fails here, before ROS starts
     path, outcomes = record_demos(args.task, args.episodes, args.output, args.seed, args.image_size, args.rate_hz,
                                   progress=lambda done, total: print(f"sim-record {args.task}: episode {done}/{total}",
-                                                                     file=sys.stderr, flush=True))
+                                                                     file=sys.stderr, flush=True),
+                                  task_file=args.task_file)
     return {"bag": str(path), "task": args.task, **outcomes}
 
 
 def sim_demo(args: argparse.Namespace) -> int:
     from snapflow_ros.ros.sim_demo import run_sim_demo
     from snapflow_ros.sim.demo_config import SimDemoConfig
+    from snapflow_ros.sim.tasks import get_task
 
+    for task in args.tasks:
+        get_task(task, args.task_file)
     config = SimDemoConfig(workdir=args.workdir, tasks=tuple(args.tasks), demo_episodes=args.demo_episodes,
                            teacher_steps=args.teacher_steps, student_steps=args.student_steps,
-                           eval_episodes=args.eval_episodes, ros_episodes=args.ros_episodes, seed=args.seed)
+                           eval_episodes=args.eval_episodes, ros_episodes=args.ros_episodes, seed=args.seed,
+                           task_file=args.task_file)
     run_sim_demo(config)
     return 0
 
 
+def add_task_file_flag(parser: argparse.ArgumentParser) -> None:
+    from snapflow_ros.sim.tasks import load_tasks  # cheap: Meta-World loads when a robot is built
+
+    parser.add_argument("--task-file", type=Path, default=None,
+                        help="Python file defining TASKS, a list of snapflow_ros.sim.tasks.SimTask, added to the "
+                        "built-in tasks (" + ", ".join(load_tasks()) + ")")
+
+
 def add_commands(commands: argparse._SubParsersAction) -> None:
     from snapflow_ros.sim.demo_config import SimDemoConfig
-    from snapflow_ros.sim.tasks import TASKS
 
     d = SimDemoConfig()
     p = commands.add_parser("sim-demo", help="the main job: demos -> bags -> teacher -> SnapFlow over ROS -> "
@@ -86,7 +100,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                             "and measure teacher@10 / naive teacher@1 / student@1 closed loop. Bags and the teacher "
                             "are cached in --workdir.")
     p.add_argument("--workdir", type=Path, default=d.workdir, help=f"default: {d.workdir}")
-    p.add_argument("--tasks", nargs="+", default=list(d.tasks), choices=sorted(TASKS), help="simulated tasks")
+    p.add_argument("--tasks", nargs="+", default=list(d.tasks), help=f"simulated tasks (default: {' '.join(d.tasks)})")
+    add_task_file_flag(p)
     p.add_argument("--demo-episodes", type=int, default=d.demo_episodes,
                    help=f"expert episodes recorded per task (default: {d.demo_episodes})")
     p.add_argument("--teacher-steps", type=int, default=d.teacher_steps, help=f"default: {d.teacher_steps}")
@@ -102,7 +117,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                             description="Run sim_robot in expert mode and record its topics (camera, joint states, "
                             "the expert's joint_commands, instruction, episode_start) into an MCAP bag, through ROS "
                             "like `ros2 bag record`. Read it with the config of snapflow_ros.sim.tasks.sim_bag_config.")
-    p.add_argument("--task", required=True, choices=sorted(TASKS), help="simulated task")
+    p.add_argument("--task", required=True, help="simulated task")
+    add_task_file_flag(p)
     p.add_argument("--episodes", type=int, default=40, help="episodes to record (default: 40)")
     p.add_argument("--output", type=Path, required=True, help="bag directory to write")
     p.add_argument("--seed", type=int, default=0, help="seed of layouts and route choices (default: 0)")
@@ -116,7 +132,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                             "95%% Wilson intervals, failure reasons and per-chunk latency percentiles.")
     p.add_argument("--teacher", type=Path, required=True, help="teacher checkpoint (run at --teacher-steps and 1 step)")
     p.add_argument("--student", type=Path, default=None, help="SnapFlow student checkpoint (run at 1 step)")
-    p.add_argument("--tasks", nargs="+", default=sorted(TASKS), choices=sorted(TASKS), help="tasks (default: all)")
+    p.add_argument("--tasks", nargs="+", default=None, help="tasks (default: all, with those of --task-file)")
+    add_task_file_flag(p)
     p.add_argument("--episodes", type=int, default=30, help="episodes per task and policy (default: 30)")
     p.add_argument("--seed", type=int, default=1000, help="seed of the evaluation layouts (default: 1000)")
     p.add_argument("--teacher-steps", type=int, default=10, help="teacher's expert passes (default: 10)")

@@ -16,6 +16,7 @@ Everything runs on isolated localhost DDS domains.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -73,8 +74,17 @@ def _stamp(directory: Path, key: dict) -> None:
 
 def _record_key(config: SimDemoConfig) -> dict:
     """What the recorded demonstrations depend on."""
+    task_file = None
+    if config.task_file is not None:  # its tasks may change under the same path
+        task_file = {"path": str(config.task_file),
+                     "sha256": hashlib.sha256(Path(config.task_file).read_bytes()).hexdigest()}
     return {"sim_revision": SIM_REVISION, "tasks": config.tasks, "demo_episodes": config.demo_episodes,
-            "image_size": config.image_size, "rate_hz": config.rate_hz, "seed": config.seed}
+            "image_size": config.image_size, "rate_hz": config.rate_hz, "seed": config.seed,
+            "task_file": task_file}
+
+
+def _task_file_flag(config: SimDemoConfig) -> list[str]:
+    return ["--task-file", str(config.task_file)] if config.task_file is not None else []
 
 
 def record(config: SimDemoConfig) -> list[Path]:
@@ -92,7 +102,8 @@ def record(config: SimDemoConfig) -> list[Path]:
         processes.append(subprocess.Popen(
             _python("snapflow_ros.cli.main", "sim-record", "--task", task, "--episodes", str(config.demo_episodes),
                     "--output", str(bag), "--seed", str(config.seed + i), "--image-size", str(config.image_size),
-                    "--rate-hz", str(config.rate_hz)), env=env, stdout=subprocess.PIPE, text=True))
+                    "--rate-hz", str(config.rate_hz), *_task_file_flag(config)),
+            env=env, stdout=subprocess.PIPE, text=True))
     for task, process in zip(config.tasks, processes):
         output, _ = process.communicate()
         if process.returncode != 0:
@@ -170,7 +181,9 @@ class RosSession:
         self.sim_process = subprocess.Popen(_python(
             "snapflow_ros.ros.sim_robot", "--ros-args", "-p", f"task:={task}", "-p", f"episodes:={episodes}",
             "-p", f"seed:={seed}", "-p", f"image_size:={self.config.image_size}",
-            "-p", f"control_rate_hz:={self.config.rate_hz}"), stderr=subprocess.DEVNULL)
+            "-p", f"control_rate_hz:={self.config.rate_hz}",
+            *(["-p", f"task_file:={self.config.task_file}"] if self.config.task_file else [])),
+            stderr=subprocess.DEVNULL)
 
     def stop_sim(self) -> None:
         if self.sim_process is not None:
@@ -281,7 +294,7 @@ def run_sim_demo(config: SimDemoConfig) -> dict:
     candidates = [Candidate("teacher@10", teacher, 10), Candidate("teacher@2", teacher, 2),
                   Candidate("teacher@1", teacher, 1), Candidate("student@1", student, 1)]
     done = f"/{config.eval_episodes}"
-    per_task = {task: evaluate_task(get_task(task), candidates, config.eval_episodes, config.seed + 1000 + i,
+    per_task = {task: evaluate_task(get_task(task, config.task_file), candidates, config.eval_episodes, config.seed + 1000 + i,
                                     config.image_size, replan_every=REPLAN_EVERY,
                                     progress=lambda line: log(f"sim-eval: {line} successes") if line.endswith(done)
                                     else None)

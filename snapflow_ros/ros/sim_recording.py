@@ -29,9 +29,10 @@ RECORDED_TOPICS = {
 
 
 def record_demos(task: str, episodes: int, output: Path, seed: int = 0, image_size: int = 32,
-                 rate_hz: float = 20.0, progress: Callable[[int, int], None] | None = None) -> tuple[Path, dict]:
-    """Records `episodes` expert episodes of `task` into the bag `output`; returns it and the
-    successes/failures of the episodes."""
+                 rate_hz: float = 20.0, progress: Callable[[int, int], None] | None = None,
+                 task_file: Path | None = None) -> tuple[Path, dict]:
+    """Records `episodes` expert episodes of `task` (built-in, or defined in `task_file`) into the
+    bag `output`; returns it and the successes/failures of the episodes."""
     context = rclpy.Context()
     rclpy.init(context=context)
     executor = SingleThreadedExecutor(context=context)
@@ -41,7 +42,8 @@ def record_demos(task: str, episodes: int, output: Path, seed: int = 0, image_si
         executor.add_node(recorder)
         executor.spin_once(timeout_sec=0.1)  # subscriptions up before the first episode starts
         robot = SimRobotNode(context=context, parameter_overrides=[
-            Parameter("task", value=task), Parameter("mode", value="expert"), Parameter("seed", value=seed),
+            Parameter("task", value=task), Parameter("task_file", value=str(task_file or "")),
+            Parameter("mode", value="expert"), Parameter("seed", value=seed),
             Parameter("episodes", value=episodes), Parameter("image_size", value=image_size),
             Parameter("control_rate_hz", value=rate_hz)])
         executor.add_node(robot)

@@ -29,12 +29,15 @@ from snapflow_ros.ros.parameters import ParameterSpec, declare_parameters
 from snapflow_ros.ros.qos import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
 from snapflow_ros.ros.spin import spin_node
 from snapflow_ros.sensors.images import encode_compressed, encode_raw
-from snapflow_ros.sim.experts import Expert
 from snapflow_ros.sim.robot import STATE_NAMES, MetaWorldRobot
 from snapflow_ros.sim.tasks import get_task
 
 SIM_ROBOT_PARAMETERS: tuple[ParameterSpec, ...] = (
-    ParameterSpec("task", Parameter.Type.STRING, "reach-detour", "Simulated task (snapflow_ros.sim.tasks).",
+    ParameterSpec("task", Parameter.Type.STRING, "reach-detour",
+                  "Simulated task: a built-in one (snapflow_ros.sim.builtin_tasks) or one of task_file.",
+                  read_only=True),
+    ParameterSpec("task_file", Parameter.Type.STRING, "",
+                  "Python file defining TASKS (a list of snapflow_ros.sim.tasks.SimTask); empty: built-ins only.",
                   read_only=True),
     ParameterSpec("mode", Parameter.Type.STRING, "policy",
                   "policy: execute incoming chunks; expert: the scripted expert drives and its targets are "
@@ -61,13 +64,13 @@ class SimRobotNode(Node):
             raise ConfigError(f"parameter 'mode' must be policy or expert, got {value['mode']!r}")
         if value["camera_format"] not in ("raw", "compressed"):
             raise ConfigError(f"parameter 'camera_format' must be raw or compressed, got {value['camera_format']!r}")
-        self.task = get_task(value["task"])
+        self.task = get_task(value["task"], value["task_file"] or None)
         self.expert_mode = value["mode"] == "expert"
         self.max_episodes = value["episodes"]
         self.compressed = value["camera_format"] == "compressed"
         self.dt_ns = round(1e9 / value["control_rate_hz"])
         self.robot = MetaWorldRobot(self.task, value["seed"], value["image_size"])
-        self.expert = Expert(self.robot, value["seed"] + 1) if self.expert_mode else None
+        self.expert = self.task.expert(self.robot, value["seed"] + 1) if self.expert_mode else None
         self.results: list[EpisodeResult] = []
         self.chunk = None  # (actions, start_ns, dt_ns) of the newest usable chunk
 

@@ -19,3 +19,4 @@ class SimDemoConfig:
     image_size: int = 32
     rate_hz: float = 20.0
     seed: int = 0
+    task_file: Path | None = None  # user tasks (snapflow_ros.sim.tasks); None: built-ins only

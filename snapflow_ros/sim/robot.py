@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from snapflow_ros.sim.tasks import SimTask
+from snapflow_ros.sim.tasks import SUCCESS_RADIUS, SimTask
 
 STATE_NAMES = ("ee_x", "ee_y", "ee_z", "gripper")
 ACTION_SCALE = 0.01          # Meta-World: metres per step at action 1
@@ -25,7 +25,8 @@ CAMERA = "topview"
 # instead of Meta-World's whole-table view: the goal covers a few pixels more at a few dozen.
 CAMERA_POSITION = (0.0, 0.68, 1.5)
 CAMERA_FOVY = 25.0           # degrees (Meta-World: 45)
-GOAL_MARKER_SIZE = 0.05      # metres: the success radius (Meta-World's own goal site is a few millimetres)
+GOAL_MARKER_SIZE = SUCCESS_RADIUS  # metres (Meta-World's own goal site is a few millimetres)
+GOAL_RGBA = (0.1, 0.9, 0.1, 1.0)
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class MetaWorldRobot:
         goal = mujoco.mj_name2id(env.model, mujoco.mjtObj.mjOBJ_SITE, "goal")
         if goal >= 0:
             env.model.site_size[goal] = GOAL_MARKER_SIZE
-            env.model.site_rgba[goal] = (0.1, 0.9, 0.1, 1.0)
+            env.model.site_rgba[goal] = GOAL_RGBA
         self.env, self._mujoco = env, mujoco
         self.steps = 0
         self.full_obs = np.zeros(39)
@@ -77,18 +78,23 @@ class MetaWorldRobot:
         self._scene_ready = False
 
     @property
-    def goal(self) -> np.ndarray:
-        return np.asarray(self.env._target_pos, dtype=np.float64)
+    def goals(self) -> np.ndarray:
+        """(k, 3) goals where the fingertips must get (any one of them for success)."""
+        if self.task.goals:
+            tips = self.start + self.fingertip_offset
+            origin = tips[:2] if self.task.goals_from_start else np.zeros(2)
+            return np.array([(*(origin + xy), tips[2]) for xy in self.task.goals])
+        return np.asarray(self.env._target_pos, dtype=np.float64)[None]
 
     @property
-    def hand_goal(self) -> np.ndarray:
-        """Where the hand (the state's ee_x, ee_y, ee_z) must be for the fingertips to be on the goal."""
-        return self.goal - self.fingertip_offset
+    def hand_goals(self) -> np.ndarray:
+        """Where the hand (the state's ee_x, ee_y, ee_z) must be for the fingertips to be on each goal."""
+        return self.goals - self.fingertip_offset
 
     @property
     def pillar(self) -> np.ndarray:
-        """(x, y) of the detour task's invisible pillar: halfway from the start to the goal."""
-        return (self.start[:2] + self.goal[:2]) / 2
+        """(x, y) of a detour task's invisible pillar: halfway from the start to the (first) goal."""
+        return (self.start[:2] + self.goals[0, :2]) / 2
 
     def reset(self) -> SimObservation:
         self.full_obs, _ = self.env.reset()
@@ -98,8 +104,8 @@ class MetaWorldRobot:
         # state reports: a planar goal sits at their height, so the hand never has to change height.
         self.fingertip_offset = np.asarray(self.env.tcp_center, dtype=np.float64) - self.start
         if self.task.planar:
-            xy = np.array(self.task.goal_xy) if self.task.goal_xy is not None else self.goal[:2]
-            goal = np.append(xy, self.start[2] + self.fingertip_offset[2])
+            goal = self.goals[0]
+            goal[2] = self.start[2] + self.fingertip_offset[2]
             self.env._target_pos = goal
             self.env.model.site("goal").pos = goal
             self._mujoco.mj_forward(self.env.model, self.env.data)  # else the first frame shows the old goal
@@ -113,6 +119,11 @@ class MetaWorldRobot:
         return self._observe()
 
     def _observe(self, render: bool = True) -> SimObservation:
+        if self.render and render:
+            viewer = self.env.mujoco_renderer._get_viewer("rgb_array")
+            for goal in self.goals[1:]:  # Meta-World's goal site shows the first; markers last one frame
+                viewer.add_marker(pos=goal, size=np.full(3, GOAL_MARKER_SIZE), rgba=np.array(GOAL_RGBA),
+                                  type=self._mujoco.mjtGeom.mjGEOM_SPHERE)
         image = self.env.render() if self.render and render else np.zeros((0, 0, 3), np.uint8)
         state = np.concatenate([self.full_obs[:3], [np.clip(self.full_obs[3], 0.0, 1.0)]])
         return SimObservation(np.ascontiguousarray(image), state)
@@ -128,9 +139,16 @@ class MetaWorldRobot:
         self.full_obs, _, _, _, info = self.env.step(np.append(delta, grip).astype(np.float32))
         self.steps += 1
         failure = ""
-        if self.task.multimodal and np.linalg.norm(self.full_obs[:2] - self.pillar) < self.task.pillar_radius:
+        if self.task.pillar_radius > 0 and np.linalg.norm(self.full_obs[:2] - self.pillar) < self.task.pillar_radius:
             failure = "hit the pillar"
-        success = bool(info["success"]) and not failure
+        if not failure and self.task.failure is not None:
+            failure = self.task.failure(self)
+        if len(self.goals) > 1:  # Meta-World judges its one goal; here any of them counts
+            tips = np.asarray(self.env.tcp_center, dtype=np.float64)
+            reached = bool(np.min(np.linalg.norm(self.goals - tips, axis=1)) <= SUCCESS_RADIUS)
+        else:
+            reached = bool(info["success"])
+        success = reached and not failure
         if not success and not failure and self.steps >= self.task.max_steps:
             failure = "out of steps"
         return StepOutcome(self._observe(render), success, failure)
