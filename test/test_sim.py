@@ -191,3 +191,16 @@ def test_demo_cache_is_kept_for_the_same_settings_and_cleared_otherwise(tmp_path
     _stamp(directory, key)
     assert _cached(directory, key) and (directory / "reach").is_file()
     assert not _cached(directory, key | {"demo_episodes": 41}) and not directory.exists()
+
+
+def test_the_camera_shows_both_mirrored_goals():
+    robot = MetaWorldRobot(get_task("reach-either"), seed=0, image_size=48)
+    try:
+        marker = _green(robot.reset().image)
+        columns = np.nonzero(marker.any(axis=0))[0]
+        assert marker.sum() >= 6 and columns.min() < 24 - 3 and columns.max() > 24 + 3, columns
+        # Two blobs, one each side of the hand's column, with a gap between them.
+        assert len(np.setdiff1d(np.arange(columns.min(), columns.max() + 1), columns)) >= 3
+        assert np.array_equal(marker, _green(robot.step(robot.reset().state).observation.image))
+    finally:
+        robot.close()

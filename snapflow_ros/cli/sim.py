@@ -61,7 +61,7 @@ def sim_record(args: argparse.Namespace) -> dict:
     path, outcomes = record_demos(args.task, args.episodes, args.output, args.seed, args.image_size, args.rate_hz,
                                   progress=lambda done, total: print(f"sim-record {args.task}: episode {done}/{total}",
                                                                      file=sys.stderr, flush=True),
-                                  task_file=args.task_file)
+                                  task_file=args.task_file, real_time=args.real_time)
     return {"bag": str(path), "task": args.task, **outcomes}
 
 
@@ -124,6 +124,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of layouts and route choices (default: 0)")
     p.add_argument("--image-size", type=int, default=32, help="camera image side in pixels (default: 32)")
     p.add_argument("--rate-hz", type=float, default=20.0, help="control rate (default: 20)")
+    p.add_argument("--real-time", action="store_true",
+                   help="run the robot on its timer against the wall clock, as on a robot; by default it is "
+                   "stepped on a simulated clock as fast as the machine allows, and the bag depends on the seed only")
     p.set_defaults(run=lambda a: write_json(sim_record(a), None))
 
     p = commands.add_parser("sim-eval", help="closed-loop success on the simulated robot, with 95%% CIs",

@@ -8,6 +8,7 @@ The bag appears at its path only when close() completes (temporary directory + r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -26,12 +27,15 @@ def type_name(message_type: type) -> str:
 
 class BagRecorder(Node):
     def __init__(self, topics: dict[str, tuple[type, QoSProfile]], output: Path, storage: str = "mcap",
-                 **kwargs) -> None:
+                 clock: Callable[[], int] | None = None, **kwargs) -> None:
+        """`clock` gives each message's log time in ns (default: this node's clock on receipt);
+        a recording of a simulated clock passes that clock."""
         from rosbags.rosbag2 import StoragePlugin, Writer
 
         super().__init__("bag_recorder", **kwargs)
         self.output = Path(output)
         self.counts = dict.fromkeys(topics, 0)
+        self._log_time = clock or (lambda: self.get_clock().now().nanoseconds)
         self._closed = False
         self._stack = ExitStack()
         staging = self._stack.enter_context(atomic_path(self.output))
@@ -46,7 +50,7 @@ class BagRecorder(Node):
 
     def _writer_for(self, topic: str, connection):
         def write(data: bytes) -> None:
-            self.writer.write(connection, self.get_clock().now().nanoseconds, data)
+            self.writer.write(connection, self._log_time(), data)
             self.counts[topic] += 1
         return write
 

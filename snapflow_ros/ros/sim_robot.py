@@ -4,6 +4,8 @@ Publishes: camera/top/image_raw (Image rgb8) or camera/top/compressed (Compresse
            joint_states (JointState: ee_x, ee_y, ee_z, gripper), instruction (latched String),
            episode_start (String, at each reset), ~/episode_result (snapflow_interfaces/EpisodeResult);
            in expert mode also joint_commands (JointTrajectory: the expert's target, one point).
+Stepped (parameter `stepped`): no timer; the owner steps it and the stamps follow a simulated
+clock, so a recorded bag depends on the seed only.
 Executes:  action_chunk (snapflow_interfaces/ActionChunk) or joint_trajectory (JointTrajectory)
            in policy mode. Action j of a chunk is the target of the step that ends at
            start + (j + 1) * dt; chunks computed before the current episode began are ignored;
@@ -52,7 +54,13 @@ SIM_ROBOT_PARAMETERS: tuple[ParameterSpec, ...] = (
                   read_only=True),
     ParameterSpec("camera_format", Parameter.Type.STRING, "raw", "raw (Image rgb8) or compressed (jpeg).",
                   read_only=True),
+    ParameterSpec("stepped", Parameter.Type.BOOL, False,
+                  "No timer: the owner calls step_once(), and stamps follow a simulated clock that advances "
+                  "one control period per step (a recording is then the same for a seed on any machine, "
+                  "and as fast as the machine allows).", read_only=True),
 )
+
+SIM_EPOCH_NS = 1_000_000_000  # where a stepped robot's clock starts
 
 
 class SimRobotNode(Node):
@@ -69,6 +77,9 @@ class SimRobotNode(Node):
         self.max_episodes = value["episodes"]
         self.compressed = value["camera_format"] == "compressed"
         self.dt_ns = round(1e9 / value["control_rate_hz"])
+        self.stepped = value["stepped"]
+        self.sim_now_ns = SIM_EPOCH_NS
+        self.messages_sent = 0  # on the recorded topics (camera, joints, commands, instruction, episode_start)
         self.robot = MetaWorldRobot(self.task, value["seed"], value["image_size"])
         self.expert = self.task.expert(self.robot, value["seed"] + 1) if self.expert_mode else None
         self.results: list[EpisodeResult] = []
@@ -86,8 +97,28 @@ class SimRobotNode(Node):
         else:
             self.create_subscription(ActionChunk, "action_chunk", self.chunk_callback, COMMAND_QOS)
             self.create_subscription(JointTrajectory, "joint_trajectory", self.trajectory_callback, COMMAND_QOS)
-        self._start_episode()
-        self.timer = self.create_timer(1.0 / value["control_rate_hz"], self.tick)
+        self.timer = None
+        self.episode_start_ns = None
+        if not self.stepped:  # a stepped robot starts on its first step, once its subscribers are up
+            self._start_episode()
+            self.timer = self.create_timer(1.0 / value["control_rate_hz"], self.tick)
+
+    def now_ns(self) -> int:
+        return self.sim_now_ns if self.stepped else self.get_clock().now().nanoseconds
+
+    def step_once(self) -> None:
+        """Stepped mode: the first call starts the first episode; each later one is one control
+        period of simulated time, then the tick."""
+        if self.episode_start_ns is None:
+            self._start_episode()
+            return
+        self.sim_now_ns += self.dt_ns
+        self.tick()
+
+    def recorded_publishers(self) -> list:
+        """The publishers a recording listens to (a stepped recording waits until each is matched)."""
+        publishers = [self.camera_publisher, self.joint_publisher, self.instruction_publisher, self.episode_publisher]
+        return publishers + ([self.command_publisher] if self.expert_mode else [])
 
     # --- commands in ------------------------------------------------------------------------
     def chunk_callback(self, msg: ActionChunk) -> None:
@@ -96,10 +127,11 @@ class SimRobotNode(Node):
         except InputError as error:
             self._reject(f"action_chunk: {error}")
             return
-        if chunk.observation_stamp_ns >= self.episode_start_ns:  # never act on a previous episode
+        started = self.episode_start_ns is not None
+        if started and chunk.observation_stamp_ns >= self.episode_start_ns:  # never act on a previous episode
             if self._accept("action_chunk", chunk.joint_names, chunk.actions, chunk.start_ns, round(chunk.dt_s * 1e9)):
                 # End to end: camera frame and joint states stamped here -> policy -> this chunk back here.
-                age_ns = self.get_clock().now().nanoseconds - chunk.observation_stamp_ns
+                age_ns = self.now_ns() - chunk.observation_stamp_ns
                 self.chunk_latencies_ms.append(age_ns / 1e6)
 
     def trajectory_callback(self, msg: JointTrajectory) -> None:
@@ -107,7 +139,7 @@ class SimRobotNode(Node):
             self._reject("joint_trajectory: needs two or more points (their spacing is the step time)")
             return
         start = time_to_ns(msg.header.stamp)
-        if start >= self.episode_start_ns:
+        if self.episode_start_ns is not None and start >= self.episode_start_ns:
             step = msg.points[1].time_from_start
             actions = [list(p.positions) for p in msg.points]
             self._accept("joint_trajectory", tuple(msg.joint_names), actions, start,
@@ -145,7 +177,7 @@ class SimRobotNode(Node):
     def tick(self) -> None:
         if self.max_episodes and len(self.results) >= self.max_episodes:
             return
-        now = self.get_clock().now().nanoseconds
+        now = self.now_ns()
         outcome = self.robot.step(self._target(now))
         if outcome.done:
             self._finish(outcome)
@@ -156,18 +188,19 @@ class SimRobotNode(Node):
         self.chunk = None
         self.chunk_latencies_ms: list[float] = []
         observation = self.robot.reset()
-        self.episode_start_ns = self.get_clock().now().nanoseconds
+        self.episode_start_ns = self.now_ns()
         if self.expert:
             self.expert.reset()
         self.episode_publisher.publish(String(data=f"{self.task.name} episode {len(self.results)}"))
         self.instruction_publisher.publish(String(data=self.task.instruction))
+        self.messages_sent += 2
         self._publish(observation, self.episode_start_ns)
 
     def _finish(self, outcome) -> None:
         result = EpisodeResult(task=self.task.name, episode=len(self.results), success=outcome.success,
                                failure=outcome.failure, steps=self.robot.steps,
                                chunk_latency_ms=self.chunk_latencies_ms)
-        result.header.stamp = self.get_clock().now().to_msg()
+        result.header.stamp = ns_to_time(self.now_ns())
         self.results.append(result)
         self.result_publisher.publish(result)
         self.get_logger().info(f"episode {result.episode}: {'success' if result.success else result.failure} "
@@ -187,13 +220,15 @@ class SimRobotNode(Node):
         joints = JointState(name=list(STATE_NAMES), position=observation.state.tolist())
         joints.header.stamp = stamp
         self.joint_publisher.publish(joints)
+        self.messages_sent += 2
         if self.expert_mode:
             # The command in force after this observation, issued right after it.
             self.pending = self.expert.target()
             command = JointTrajectory(joint_names=list(STATE_NAMES),
                                       points=[JointTrajectoryPoint(positions=self.pending.tolist())])
-            command.header.stamp = self.get_clock().now().to_msg()
+            command.header.stamp = ns_to_time(self.now_ns())
             self.command_publisher.publish(command)
+            self.messages_sent += 1
 
     def destroy_node(self) -> None:
         if hasattr(self, "robot"):

@@ -119,7 +119,7 @@ class MetaWorldRobot:
         return self._observe()
 
     def _observe(self, render: bool = True) -> SimObservation:
-        if self.render and render:
+        if self.render and render and len(self.goals) > 1:
             viewer = self.env.mujoco_renderer._get_viewer("rgb_array")
             for goal in self.goals[1:]:  # Meta-World's goal site shows the first; markers last one frame
                 viewer.add_marker(pos=goal, size=np.full(3, GOAL_MARKER_SIZE), rgba=np.array(GOAL_RGBA),
