@@ -153,7 +153,7 @@ def test_closed_loop_episode_runs_a_policy_chunk_by_chunk():
 
 
 def test_wilson_interval_matches_known_values():
-    from snapflow_ros.sim.evaluation import wilson_interval
+    from snapflow_ros.sim.statistics import wilson_interval
 
     low, high = wilson_interval(10, 20)  # 50%: the textbook interval [0.299, 0.701]
     assert abs(low - 0.2993) < 1e-3 and abs(high - 0.7007) < 1e-3

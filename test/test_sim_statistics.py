@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from snapflow_ros.errors import ConfigError
-from snapflow_ros.sim.evaluation import wilson_interval
+from snapflow_ros.sim.statistics import wilson_interval
 from snapflow_ros.sim.statistics import (
     markdown_table,
     mcnemar_exact,

@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -87,15 +88,16 @@ def _task_file_flag(config: SimDemoConfig) -> list[str]:
     return ["--task-file", str(config.task_file)] if config.task_file is not None else []
 
 
-def record(config: SimDemoConfig) -> list[Path]:
+def record(config: SimDemoConfig, say: Callable[[str], None] = log) -> list[Path]:
     key = _record_key(config)
     bags_dir = config.workdir / "bags"
     bags = [bags_dir / task for task in config.tasks]
     if _cached(bags_dir, key):
-        log(f"demonstrations: cached in {bags_dir}")
+        say(f"demonstrations: cached in {bags_dir}")
         return bags
     bags_dir.mkdir(parents=True)
-    log(f"demonstrations: recording {config.demo_episodes} expert episodes per task through ROS, tasks in parallel")
+    say(f"demonstrations: recording {config.demo_episodes} expert episodes per task through ROS (stepped, "
+        "simulated clock), tasks in parallel")
     processes = []
     for i, (task, bag) in enumerate(zip(config.tasks, bags)):
         env = isolated_ros_env(domain_id=101 + i)  # one domain per recording: same topic names, no crosstalk
@@ -109,18 +111,19 @@ def record(config: SimDemoConfig) -> list[Path]:
         if process.returncode != 0:
             raise SnapflowError(f"recording {task} failed (exit code {process.returncode})")
         outcome = json.loads(output)
-        log(f"demonstrations: {task}: {outcome['successes']}/{outcome['episodes']} expert successes -> {outcome['bag']}")
+        say(f"demonstrations: {task}: {outcome['successes']}/{outcome['episodes']} expert successes -> {outcome['bag']}")
     _stamp(bags_dir, key)
     return bags
 
 
-def train_teacher(config: SimDemoConfig, bags: list[Path], bag_config: Path) -> Path:
+def train_teacher(config: SimDemoConfig, bags: list[Path], bag_config: Path,
+                  say: Callable[[str], None] = log) -> Path:
     key = _record_key(config) | {"teacher_steps": config.teacher_steps, "batch_size": config.batch_size}
     run = config.workdir / "teacher"
     if _cached(run, key) and (run / "policy" / "config.json").is_file():
-        log(f"teacher: cached in {run / 'policy'}")
+        say(f"teacher: cached in {run / 'policy'}")
         return run / "policy"
-    log(f"teacher: flow matching for {config.teacher_steps} steps on the bags")
+    say(f"teacher: flow matching for {config.teacher_steps} steps on the bags")
     subprocess.run(_python("snapflow_ros.cli.main", "train-teacher", "--bags", *map(str, bags), "--bag-config",
                            str(bag_config), "--output", str(run), "--steps", str(config.teacher_steps),
                            "--batch-size", str(config.batch_size), "--holdout-episodes", "0",

@@ -7,7 +7,6 @@ each, so the comparison is paired.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from snapflow_ros.runtime.serving import load_served_policy
 from snapflow_ros.runtime.timing import percentiles
 from snapflow_ros.sim.robot import MetaWorldRobot
 from snapflow_ros.sim.rollout import EpisodeResult, run_episode
+from snapflow_ros.sim.statistics import wilson_interval
 from snapflow_ros.sim.tasks import SimTask
 
 
@@ -29,23 +29,14 @@ class Candidate:
     steps: int         # expert passes per chunk
 
 
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a success rate (sound at 0% and 100%, unlike the normal one)."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def summarize(results: list[EpisodeResult]) -> dict:
     successes = sum(r.success for r in results)
     low, high = wilson_interval(successes, len(results))
     return {"episodes": len(results), "successes": successes, "success_rate": successes / max(len(results), 1),
             "ci95": [low, high], "failures": dict(Counter(r.failure for r in results if not r.success)),
             "mean_steps": float(np.mean([r.steps for r in results])) if results else 0.0,
-            "latency_ms": percentiles([value for r in results for value in r.latencies_ms])}
+            "latency_ms": percentiles([value for r in results for value in r.latencies_ms]),
+            "episode_successes": [r.success for r in results]}  # in episode order: paired comparisons
 
 
 def evaluate_task(task: SimTask, candidates: list[Candidate], episodes: int, seed: int, image_size: int,

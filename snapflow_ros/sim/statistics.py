@@ -22,7 +22,17 @@ from xml.sax.saxutils import escape
 import numpy as np
 
 from snapflow_ros.errors import ConfigError
-from snapflow_ros.sim.evaluation import wilson_interval
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a success rate (sound at 0% and 100%, unlike the normal one)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
 
 Outcomes = np.ndarray | Sequence[Sequence[bool]]  # (seeds, episodes) successes of one policy on one task
 
