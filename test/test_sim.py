@@ -181,16 +181,16 @@ def test_report_pools_tasks_and_plots_every_policy(tmp_path):
 
 
 def test_demo_cache_is_kept_for_the_same_settings_and_cleared_otherwise(tmp_path):
-    from snapflow_ros.ros.sim_demo import _cached, _stamp
+    from snapflow_ros.ros.sim_demo import is_cached, stamp_cache
 
     directory = tmp_path / "bags"
     key = {"tasks": ("reach", "reach-detour"), "demo_episodes": 40}
-    assert not _cached(directory, key)
+    assert not is_cached(directory, key)
     directory.mkdir()
     (directory / "reach").write_text("recorded")
-    _stamp(directory, key)
-    assert _cached(directory, key) and (directory / "reach").is_file()
-    assert not _cached(directory, key | {"demo_episodes": 41}) and not directory.exists()
+    stamp_cache(directory, key)
+    assert is_cached(directory, key) and (directory / "reach").is_file()
+    assert not is_cached(directory, key | {"demo_episodes": 41}) and not directory.exists()
 
 
 def test_the_camera_shows_both_mirrored_goals():

@@ -80,6 +80,17 @@ def sim_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def sim_table(args: argparse.Namespace) -> int:
+    from snapflow_ros.ros.sim_table import run_sim_table
+    from snapflow_ros.sim.demo_config import SimTableConfig
+
+    run_sim_table(SimTableConfig(
+        workdir=args.workdir, tasks=tuple(args.tasks), seeds=tuple(args.seeds), demo_episodes=args.demo_episodes,
+        teacher_steps=args.teacher_steps, student_steps=args.student_steps, batch_size=args.batch_size,
+        eval_episodes=args.episodes, task_file=args.task_file, resamples=args.resamples))
+    return 0
+
+
 def add_task_file_flag(parser: argparse.ArgumentParser) -> None:
     from snapflow_ros.sim.tasks import load_tasks  # cheap: Meta-World loads when a robot is built
 
@@ -112,6 +123,30 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                    help=f"closed-loop episodes per task through ROS after the swap (default: {d.ros_episodes})")
     p.add_argument("--seed", type=int, default=d.seed, help=f"default: {d.seed}")
     p.set_defaults(run=sim_demo)
+
+    from snapflow_ros.sim.demo_config import SimTableConfig
+
+    t = SimTableConfig()
+    p = commands.add_parser("sim-table", help="the comparison over several seeds: teacher@10, teacher@2, naive "
+                            "teacher@1 and student@1 on every task, with intervals and paired tests",
+                            description="For each seed: record demonstrations (stepped, reproducible), train a "
+                            "teacher, distil a student, and run the four policies on the same episodes of every task. "
+                            "Reports success per seed, the mean over seeds with a 95%% t interval, the pooled Wilson "
+                            "interval and paired tests (exact McNemar, bootstrap) of student@1 against teacher@1 and "
+                            "teacher@10, as JSON, Markdown and SVG. Every stage is cached in --workdir.")
+    p.add_argument("--workdir", type=Path, default=t.workdir, help=f"default: {t.workdir}")
+    p.add_argument("--tasks", nargs="+", default=list(t.tasks), help=f"default: {' '.join(t.tasks)}")
+    add_task_file_flag(p)
+    p.add_argument("--seeds", type=int, nargs="+", default=list(t.seeds),
+                   help="independent seeds (recording, teacher, student, evaluation); at least 3 (default: 0 1 2)")
+    p.add_argument("--demo-episodes", type=int, default=t.demo_episodes, help=f"per task and seed (default: {t.demo_episodes})")
+    p.add_argument("--teacher-steps", type=int, default=t.teacher_steps, help=f"default: {t.teacher_steps}")
+    p.add_argument("--student-steps", type=int, default=t.student_steps, help=f"default: {t.student_steps}")
+    p.add_argument("--batch-size", type=int, default=t.batch_size, help=f"default: {t.batch_size}")
+    p.add_argument("--episodes", type=int, default=t.eval_episodes,
+                   help=f"evaluation episodes per policy, task and seed (default: {t.eval_episodes})")
+    p.add_argument("--resamples", type=int, default=t.resamples, help=f"paired bootstrap resamples (default: {t.resamples})")
+    p.set_defaults(run=sim_table)
 
     p = commands.add_parser("sim-record", help="record expert demonstrations of a simulated task as a bag",
                             description="Run sim_robot in expert mode and record its topics (camera, joint states, "

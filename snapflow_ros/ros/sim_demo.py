@@ -56,11 +56,11 @@ def log(message: str) -> None:
     print(f"sim-demo [{elapsed // 60:02d}:{elapsed % 60:02d}]: {message}", file=sys.stderr, flush=True)
 
 
-def _python(*args: str) -> list[str]:
+def python_module(*args: str) -> list[str]:
     return [sys.executable, "-m", *args]
 
 
-def _cached(directory: Path, key: dict) -> bool:
+def is_cached(directory: Path, key: dict) -> bool:
     """True when `directory` holds what `key` describes; otherwise clears it for a fresh build."""
     stamp = directory / "settings.json"
     if stamp.is_file() and json.loads(stamp.read_text()) == json.loads(json.dumps(key)):  # tuples as lists
@@ -69,11 +69,11 @@ def _cached(directory: Path, key: dict) -> bool:
     return False
 
 
-def _stamp(directory: Path, key: dict) -> None:
+def stamp_cache(directory: Path, key: dict) -> None:
     (directory / "settings.json").write_text(json.dumps(key, indent=2) + "\n")
 
 
-def _record_key(config: SimDemoConfig) -> dict:
+def record_key(config: SimDemoConfig) -> dict:
     """What the recorded demonstrations depend on."""
     task_file = None
     if config.task_file is not None:  # its tasks may change under the same path
@@ -89,10 +89,10 @@ def _task_file_flag(config: SimDemoConfig) -> list[str]:
 
 
 def record(config: SimDemoConfig, say: Callable[[str], None] = log) -> list[Path]:
-    key = _record_key(config)
+    key = record_key(config)
     bags_dir = config.workdir / "bags"
     bags = [bags_dir / task for task in config.tasks]
-    if _cached(bags_dir, key):
+    if is_cached(bags_dir, key):
         say(f"demonstrations: cached in {bags_dir}")
         return bags
     bags_dir.mkdir(parents=True)
@@ -102,7 +102,7 @@ def record(config: SimDemoConfig, say: Callable[[str], None] = log) -> list[Path
     for i, (task, bag) in enumerate(zip(config.tasks, bags)):
         env = isolated_ros_env(domain_id=101 + i)  # one domain per recording: same topic names, no crosstalk
         processes.append(subprocess.Popen(
-            _python("snapflow_ros.cli.main", "sim-record", "--task", task, "--episodes", str(config.demo_episodes),
+            python_module("snapflow_ros.cli.main", "sim-record", "--task", task, "--episodes", str(config.demo_episodes),
                     "--output", str(bag), "--seed", str(config.seed + i), "--image-size", str(config.image_size),
                     "--rate-hz", str(config.rate_hz), *_task_file_flag(config)),
             env=env, stdout=subprocess.PIPE, text=True))
@@ -112,24 +112,24 @@ def record(config: SimDemoConfig, say: Callable[[str], None] = log) -> list[Path
             raise SnapflowError(f"recording {task} failed (exit code {process.returncode})")
         outcome = json.loads(output)
         say(f"demonstrations: {task}: {outcome['successes']}/{outcome['episodes']} expert successes -> {outcome['bag']}")
-    _stamp(bags_dir, key)
+    stamp_cache(bags_dir, key)
     return bags
 
 
 def train_teacher(config: SimDemoConfig, bags: list[Path], bag_config: Path,
                   say: Callable[[str], None] = log) -> Path:
-    key = _record_key(config) | {"teacher_steps": config.teacher_steps, "batch_size": config.batch_size}
+    key = record_key(config) | {"teacher_steps": config.teacher_steps, "batch_size": config.batch_size}
     run = config.workdir / "teacher"
-    if _cached(run, key) and (run / "policy" / "config.json").is_file():
+    if is_cached(run, key) and (run / "policy" / "config.json").is_file():
         say(f"teacher: cached in {run / 'policy'}")
         return run / "policy"
     say(f"teacher: flow matching for {config.teacher_steps} steps on the bags")
-    subprocess.run(_python("snapflow_ros.cli.main", "train-teacher", "--bags", *map(str, bags), "--bag-config",
+    subprocess.run(python_module("snapflow_ros.cli.main", "train-teacher", "--bags", *map(str, bags), "--bag-config",
                            str(bag_config), "--output", str(run), "--steps", str(config.teacher_steps),
                            "--batch-size", str(config.batch_size), "--holdout-episodes", "0",
                            "--checkpoint-every", "0", "--log-every", str(max(config.teacher_steps // 10, 1)),
                            "--seed", str(config.seed)), check=True, stdout=subprocess.DEVNULL)
-    _stamp(run, key)
+    stamp_cache(run, key)
     return run / "policy"
 
 
@@ -162,7 +162,7 @@ class RosSession:
             "chunk_rate_hz": 2.0, "watermark": 0.9, "action_dt": 1.0 / config.rate_hz, "max_input_age": 0.5,
             "distillation_threads": 1}}}))
         log(f"ROS: policy_node serving the teacher (ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']}, localhost)")
-        self.node_process = subprocess.Popen(_python("snapflow_ros.ros.policy_node", "--ros-args", "--params-file",
+        self.node_process = subprocess.Popen(python_module("snapflow_ros.ros.policy_node", "--ros-args", "--params-file",
                                                      str(params)), stderr=subprocess.DEVNULL)
         self.sim_process: subprocess.Popen | None = None
         rclpy.init()
@@ -181,7 +181,7 @@ class RosSession:
 
     def start_sim(self, task: str, episodes: int, seed: int) -> None:
         self.stop_sim()
-        self.sim_process = subprocess.Popen(_python(
+        self.sim_process = subprocess.Popen(python_module(
             "snapflow_ros.ros.sim_robot", "--ros-args", "-p", f"task:={task}", "-p", f"episodes:={episodes}",
             "-p", f"seed:={seed}", "-p", f"image_size:={self.config.image_size}",
             "-p", f"control_rate_hz:={self.config.rate_hz}",
