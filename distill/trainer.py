@@ -67,6 +67,8 @@ class TrainConfig:
     mixed_precision: bool = True       # float32 models: bf16 autocast on CUDA, none on CPU
     gradient_checkpointing: bool = False  # recompute expert activations in backward (large models)
     workers: int = 0                   # DataLoader processes decoding frames ahead (0: in the step)
+    train_target_time: bool = True     # SnapFlow: train phi; False keeps it zero (the paper's
+                                       # "without phi" ablation: the jump cannot see s)
 
     def __post_init__(self) -> None:
         if self.objective not in ("flow_matching", "snapflow"):
@@ -97,13 +99,17 @@ class Progress:
     eta_seconds: float
 
 
-def trainable_parameters(policy: FlowPolicy, objective: Objective) -> list[torch.nn.Parameter]:
-    """SnapFlow trains the expert side only (backbone frozen); the teacher trains everything
-    but phi, which stays zero so the teacher ignores s."""
+def trainable_parameters(policy: FlowPolicy, objective: Objective,
+                         train_target_time: bool = True) -> list[torch.nn.Parameter]:
+    """SnapFlow trains the expert side only (backbone frozen), phi included unless
+    train_target_time is False (an ablation: phi then stays at its zero output); the teacher
+    trains everything but phi, which stays zero so the teacher ignores s."""
+    phi = {id(p) for p in policy.target_time.parameters()}
     if objective == "snapflow":
         trainable = {id(p) for p in policy.expert_parameters()}
+        if not train_target_time:
+            trainable -= phi
     else:
-        phi = {id(p) for p in policy.target_time.parameters()}
         trainable = {id(p) for p in policy.parameters()} - phi
     for p in policy.parameters():
         p.requires_grad_(id(p) in trainable)
@@ -140,7 +146,7 @@ class Trainer:
                               f"use --device auto or cuda")
         # The flag or the checkpoint's own setting (LeRobot's `gradient_checkpointing: true`).
         policy.gradient_checkpointing = policy.gradient_checkpointing or config.gradient_checkpointing
-        self.parameters = trainable_parameters(policy, config.objective)
+        self.parameters = trainable_parameters(policy, config.objective, config.train_target_time)
         names = {id(p): name for name, p in policy.named_parameters()}
         self.parameter_names = [names[id(p)] for p in self.parameters]
         # Frozen weights in bf16/fp16 (LeRobot dtype: bfloat16) set the autocast dtype; the trained
@@ -314,8 +320,9 @@ class Trainer:
             raise ConfigError(f"{latest}: written by {state['world_size']} processes, resumed with "
                               f"{self.dist.world_size}; resume with the same world size")
         config = asdict(self.config)
-        changed = {k for k, v in config.items()
-                   if k not in EXECUTION_FIELDS and state["train_config"].get(k) != v}
+        # A field added since the checkpoint was written had its default value then.
+        saved = asdict(TrainConfig()) | state["train_config"]
+        changed = {k for k, v in config.items() if k not in EXECUTION_FIELDS and saved.get(k) != v}
         if changed:
             raise ConfigError(f"{latest}: cannot resume with a different configuration (changed: "
                               f"{sorted(changed)}); use a new output directory")

@@ -104,9 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="report file (default: runs/bench-node/report.json)")
     bench.set_defaults(run=_bench_node)
 
-    from snapflow_ros.cli import bags, deploy, lerobot, sim, training
+    from snapflow_ros.cli import ablation, bags, deploy, lerobot, sim, training
 
-    for module in (training, bags, lerobot, deploy, sim):
+    for module in (training, ablation, bags, lerobot, deploy, sim):
         module.add_commands(commands)
     return parser
 
