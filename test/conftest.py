@@ -120,3 +120,17 @@ def demo_teacher(directory: Path, data, seed: int = 0) -> Path:
     policy.state_normalizer.fit(data.states)
     policy.action_normalizer.fit(data.actions[data.action_masks])
     return save_policy(policy, directory)
+
+
+def tiny_synthetic_policy(data):
+    """A one-layer built-in VLA for the synthetic task's data, normalised to it (seeded)."""
+    import torch
+
+    from snapflow_distill.synthetic import task_config
+    from snapflow_ros.families.builtin import BuiltinVLA
+
+    torch.manual_seed(0)
+    policy = BuiltinVLA(task_config(width=16, num_heads=2, num_layers=1))
+    policy.state_normalizer.fit(data.states)
+    policy.action_normalizer.fit(data.actions)
+    return policy

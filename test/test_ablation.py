@@ -25,10 +25,10 @@ from snapflow_distill.ablation import (
     ranks,
     spearman,
 )
-from snapflow_distill.synthetic import make_dataset, task_config
+from conftest import tiny_synthetic_policy
+from snapflow_distill.synthetic import make_dataset
 from snapflow_distill.trainer import STATE, TrainConfig, Trainer
 from snapflow_ros.errors import ConfigError
-from snapflow_ros.families.builtin import BuiltinVLA
 from snapflow_ros.policy.checkpoint import load_policy, save_policy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,14 +37,6 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def data():
     return make_dataset(48, seed=3)[0]
-
-
-def _policy(data) -> BuiltinVLA:
-    torch.manual_seed(0)
-    policy = BuiltinVLA(task_config(width=16, num_heads=2, num_layers=1))
-    policy.state_normalizer.fit(data.states)
-    policy.action_normalizer.fit(data.actions)
-    return policy
 
 
 def _phi(policy) -> dict[str, torch.Tensor]:
@@ -118,7 +110,7 @@ def test_table_shows_a_dash_for_missing_metrics_and_takes_extra_columns():
 
 # --- without phi: zero, untrained, checkpointed, resumable ---------------------------------
 def test_without_phi_keeps_phi_exactly_zero_and_trains_the_rest(data, tmp_path):
-    policy = _policy(data)
+    policy = tiny_synthetic_policy(data)
     phi_before = _phi(policy)
     rest_before = {n: p.detach().clone() for n, p in policy.named_parameters()
                    if n.startswith(("action_", "expert_")) and p.requires_grad}
@@ -133,14 +125,14 @@ def test_without_phi_keeps_phi_exactly_zero_and_trains_the_rest(data, tmp_path):
     loaded = load_policy(final)
     assert not loaded.target_time.is_trained()
     # The contrast, so the checks above can fail: the default trains phi away from zero.
-    trained = _policy(data)
+    trained = tiny_synthetic_policy(data)
     Trainer(trained, data, _config(), tmp_path / "with-phi").run()
     assert trained.target_time.is_trained()
 
 
 def test_without_phi_resumes_bit_for_bit(data, tmp_path):
     config = _config(steps=5, train_target_time=False)
-    straight = Trainer(_policy(data), data, config, tmp_path / "straight").run()
+    straight = Trainer(tiny_synthetic_policy(data), data, config, tmp_path / "straight").run()
 
     class Crash(Exception):
         pass
@@ -150,31 +142,31 @@ def test_without_phi_resumes_bit_for_bit(data, tmp_path):
             raise Crash
 
     with pytest.raises(Crash):
-        Trainer(_policy(data), data, config, tmp_path / "resumed", progress=crash_at_step_3).run()
+        Trainer(tiny_synthetic_policy(data), data, config, tmp_path / "resumed", progress=crash_at_step_3).run()
     checkpoint = tmp_path / "resumed" / "checkpoints" / "step-00000002"
     assert checkpoint.is_dir()
     from safetensors.torch import load_file
 
     assert not any(k.startswith("target_time.") for k in load_file(checkpoint / "policy.safetensors"))
-    resumed = Trainer(_policy(data), data, config, tmp_path / "resumed").run()
+    resumed = Trainer(tiny_synthetic_policy(data), data, config, tmp_path / "resumed").run()
     a, b = load_policy(straight).state_dict(), load_policy(resumed).state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_checkpoint_from_before_the_field_resumes_as_phi_trained(data, tmp_path):
-    Trainer(_policy(data), data, _config(steps=3), tmp_path).run()
+    Trainer(tiny_synthetic_policy(data), data, _config(steps=3), tmp_path).run()
     state_path = tmp_path / "checkpoints" / "step-00000002" / STATE
     state = json.loads(state_path.read_text())
     del state["train_config"]["train_target_time"]  # as written before the field existed
     state_path.write_text(json.dumps(state))
-    assert Trainer(_policy(data), data, _config(steps=3), tmp_path).resume()
+    assert Trainer(tiny_synthetic_policy(data), data, _config(steps=3), tmp_path).resume()
     with pytest.raises(ConfigError, match="train_target_time"):
-        Trainer(_policy(data), data, _config(steps=3, train_target_time=False), tmp_path).resume()
+        Trainer(tiny_synthetic_policy(data), data, _config(steps=3, train_target_time=False), tmp_path).resume()
 
 
 def test_finished_run_matches_config_and_provenance(data, tmp_path):
     config = _config(steps=2, checkpoint_every=0)
-    trainer = Trainer(_policy(data), data, config, tmp_path)
+    trainer = Trainer(tiny_synthetic_policy(data), data, config, tmp_path)
     trainer.provenance |= {"teacher_id": "t@1"}
     final = trainer.run()
     assert finished_run(final, config, {"teacher_id": "t@1"})
@@ -287,7 +279,7 @@ def test_rerun_reuses_the_finished_teacher_and_students(tiny_run, tmp_path, teac
 
 
 def test_missing_held_out_data_is_a_config_error(tmp_path):
-    teacher = save_policy(_policy(make_dataset(8, seed=0)[0]), tmp_path / "teacher")
+    teacher = save_policy(tiny_synthetic_policy(make_dataset(8, seed=0)[0]), tmp_path / "teacher")
     result = subprocess.run([sys.executable, "-m", "snapflow_ros.cli.main", "ablate", "--teacher", str(teacher),
                              "--workdir", str(tmp_path), "--holdout", "0", "--samples", "16", "--device", "cpu"],
                             capture_output=True, text=True, cwd=REPO, timeout=120)

@@ -10,10 +10,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from snapflow_distill.synthetic import make_dataset, task_config
+from conftest import tiny_synthetic_policy
+from snapflow_distill.synthetic import make_dataset
 from snapflow_distill.trainer import POLICY_TENSORS, STATE, TrainConfig, Trainer
 from snapflow_ros.errors import CheckpointError, ConfigError
-from snapflow_ros.families.builtin import BuiltinVLA
 
 TEACHER = {"teacher": "/runs/teacher/policy", "teacher_id": "policy@0123456789ab"}
 
@@ -23,18 +23,10 @@ def data():
     return make_dataset(32, seed=3)[0]
 
 
-def _policy(data) -> BuiltinVLA:
-    torch.manual_seed(0)
-    policy = BuiltinVLA(task_config(width=16, num_heads=2, num_layers=1))
-    policy.state_normalizer.fit(data.states)
-    policy.action_normalizer.fit(data.actions)
-    return policy
-
-
 def _trainer(data, out, provenance=TEACHER, **config) -> Trainer:
     config = TrainConfig(**{"objective": "snapflow", "steps": 4, "batch_size": 4, "warmup_steps": 1,
                             "checkpoint_every": 1, **config})
-    trainer = Trainer(_policy(data), data, config, out)
+    trainer = Trainer(tiny_synthetic_policy(data), data, config, out)
     trainer.provenance |= provenance
     return trainer
 
