@@ -17,6 +17,7 @@ setup(
     + ["snapflow_distill"]
     + [f"snapflow_distill.{p}" for p in find_packages(where="distill")],
     package_dir={"snapflow_distill": "distill"},
+    package_data={PACKAGE: ["sim/sim_table_reference.json"]},  # what sim-demo prints beside its table
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

@@ -9,8 +9,8 @@ come from the variant alone. Two stages that can be used apart:
                               (the hook for a closed-loop column: evaluate these in a simulator)
     evaluate_students(...) -> the report;  markdown_table(report, columns) -> its table
 
-A closed-loop success column is then: put results[name]["closed_loop_success"] into the report and
-pass METRIC_COLUMNS + (Column("closed-loop success", "closed_loop_success", "{:.1%}"),).
+    closed_loop(...)       -> success of every row on a simulated task (students distilled from
+                              that task's recordings), beside the offline metrics
 """
 
 from __future__ import annotations
@@ -211,6 +211,35 @@ def ablation_report(variants: Sequence[Variant], students: dict[str, Path], eval
     }
 
 
+# --- closed loop ---------------------------------------------------------------------------
+def closed_loop(task_name: str, teacher: Path, students: dict[str, Path], episodes: int, seed: int,
+                image_size: int, replan_every: int, task_file: Path | None = None,
+                progress: Callable[[str], None] | None = None) -> dict[str, dict[str, Any]]:
+    """{row: closed-loop metrics} for teacher@10, naive teacher@1 and every student at one step on
+    the same episodes (layouts and noise) of a simulated task, with each row's exact McNemar p
+    against naive teacher@1 on those shared episodes. Only meaningful for students distilled from
+    that task's recordings: their inputs are the simulator's camera and joint states."""
+    from snapflow_ros.sim.evaluation import Candidate as SimCandidate
+    from snapflow_ros.sim.evaluation import evaluate_task
+    from snapflow_ros.sim.statistics import mcnemar_exact
+    from snapflow_ros.sim.tasks import get_task
+
+    candidates = [SimCandidate(REFERENCE, teacher, 10), SimCandidate(NAIVE, teacher, 1),
+                  *(SimCandidate(name, path, 1) for name, path in students.items())]
+    report = evaluate_task(get_task(task_name, task_file), candidates, episodes, seed, image_size,
+                           replan_every, progress)
+    naive = report[NAIVE]["episode_successes"]
+    results = {}
+    for name, row in report.items():
+        mine = row["episode_successes"]
+        better = sum(a and not b for a, b in zip(mine, naive))
+        worse = sum(b and not a for a, b in zip(mine, naive))
+        results[name] = {"closed_loop_success": row["success_rate"], "closed_loop_ci95": row["ci95"],
+                         "closed_loop_vs_naive_p": None if name == NAIVE else mcnemar_exact(better, worse),
+                         "closed_loop_failures": row["failures"], "closed_loop_episodes": row["episodes"]}
+    return results
+
+
 # --- the table -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Column:
@@ -227,10 +256,17 @@ METRIC_COLUMNS: tuple[Column, ...] = (
     Column("MSE to nearest mode", "mse_to_nearest_expert_route"),
     Column("obstacle hits", "obstacle_hit_rate", "{:.1%}"),
 )
+CLOSED_LOOP_COLUMNS: tuple[Column, ...] = (  # rows of closed_loop()
+    Column("closed-loop success", "closed_loop_success", "{:.0%}"),
+    Column("95% Wilson", "closed_loop_ci95", "{}"),
+    Column("McNemar p vs naive@1", "closed_loop_vs_naive_p", "{:.3g}"),
+)
 MISSING = "—"
 
 
 def _cell(value: Any, fmt: str) -> str:
+    if isinstance(value, (list, tuple)):  # an interval
+        return "[" + ", ".join(f"{v:.0%}" for v in value) + "]"
     return MISSING if value is None else fmt.format(value)
 
 

@@ -284,3 +284,40 @@ def test_missing_held_out_data_is_a_config_error(tmp_path):
                              "--workdir", str(tmp_path), "--holdout", "0", "--samples", "16", "--device", "cpu"],
                             capture_output=True, text=True, cwd=REPO, timeout=120)
     assert result.returncode == 2 and "holdout" in result.stderr
+
+
+def test_closed_loop_needs_recordings_of_the_task(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "snapflow_ros.cli.main", "ablate", "--workdir", str(tmp_path),
+                             "--closed-loop-task", "reach-either", "--device", "cpu"],
+                            capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 2 and "--closed-loop-task reach-either needs" in result.stderr
+
+
+@pytest.mark.slow
+def test_closed_loop_column_runs_every_row_on_the_same_episodes(tmp_path):
+    """sim-record reach-either -> ablate on its bags with --closed-loop-task: every row (teacher@10,
+    naive@1, each variant) gets a success rate, a Wilson interval and a McNemar p against naive@1."""
+    from snapflow_ros.sim.tasks import sim_bag_config
+
+    bag, config = tmp_path / "bag", tmp_path / "bag_dataset.yaml"
+    record = subprocess.run([sys.executable, "-m", "snapflow_ros.cli.main", "sim-record", "--task", "reach-either",
+                             "--episodes", "3", "--output", str(bag), "--rate-hz", "50"],
+                            capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert record.returncode == 0, record.stderr[-3000:]
+    sim_bag_config(50.0).write_yaml(config)
+    work = tmp_path / "ablate"
+    _snapflow("--workdir", str(work), "--bags", str(bag), "--bag-config", str(config), "--holdout-episodes", "1",
+              "--teacher-steps", "6", "--student-steps", "2", "--batch-size", "8", "--log-every", "1",
+              "--latency-repeats", "1", "--device", "cpu", "--closed-loop-task", "reach-either",
+              "--closed-loop-episodes", "2")
+    report = json.loads((work / "report.json").read_text())
+    assert report["closed_loop"]["task"] == "reach-either" and report["closed_loop"]["episodes"] == 2
+    rows = report["results"]
+    assert set(rows) == {"teacher@10", "teacher@1", *(v.name for v in PAPER_VARIANTS)}
+    for name, row in rows.items():
+        assert row["closed_loop_episodes"] == 2 and 0.0 <= row["closed_loop_success"] <= 1.0, name
+        low, high = row["closed_loop_ci95"]
+        assert low <= row["closed_loop_success"] <= high, name
+        assert (row["closed_loop_vs_naive_p"] is None) == (name == "teacher@1"), name
+    header = (work / "table.md").read_text().splitlines()[0]
+    assert "closed-loop success" in header and "McNemar p vs naive@1" in header

@@ -20,6 +20,7 @@ from snapflow_ros.sim.statistics import (
     regularized_beta,
     seed_summary,
     sim_table_report,
+    summary_lines,
     t_cdf,
     t_quantile,
     write_seed_plot,
@@ -188,6 +189,19 @@ def test_report_is_json_and_the_markdown_has_every_row_and_verdict():
     assert "| significant at 5% |" in text
     s = reach["policies"]["student@1"]
     assert f"{100 * s['mean']:.1f}% ± {100 * s['seed_half_width']:.1f}%" in text
+
+
+def test_summary_lines_give_each_task_its_rates_and_verdicts():
+    report = sim_table_report(_table(), resamples=1000)
+    lines = summary_lines(report)
+    assert len(lines) == 2 * (1 + 2)  # per task: the rates, then its two comparisons
+    head = lines[0]
+    assert head.startswith("reach-either (3 seeds x 60 episodes): teacher@10 ")
+    student = report["tasks"]["reach-either"]["policies"]["student@1"]
+    assert f"student@1 {100 * student['pooled_rate']:.0f}%" in head
+    detour_vs_teacher = next(line for line in lines if line.startswith("  student@1 vs teacher@10") and
+                             lines.index(line) > 3)
+    assert "not significant at 5%" in detour_vs_teacher
 
 
 def test_compared_policies_are_parameters():

@@ -36,5 +36,18 @@ def test_sim_table_over_three_seeds_is_cached_and_reproducible(tmp_path):
     again = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stderr.count("cached") == 3 * 4  # bags, teacher, student and evaluation of every seed
+    assert again.stderr.count("4 of 4 rows cached") == 3
     rerun = json.loads((tmp_path / "report.json").read_text())
     assert rerun["tasks"] == report["tasks"]
+
+    # A student of other settings: distilled and evaluated alone, beside the first one, against the
+    # same recordings, teacher and teacher rows; its report goes where --report-dir says.
+    other = subprocess.run([*command, "--student-steps", "6", "--consistency-weight", "1",
+                            "--report-dir", str(tmp_path / "other")], capture_output=True, text=True, timeout=600)
+    assert other.returncode == 0, other.stderr[-3000:]
+    assert other.stderr.count("3 of 4 rows cached") == 3 and other.stderr.count("SnapFlow for 6 steps") == 3
+    assert (tmp_path / "seed-0" / report["student"]).is_dir()  # the first student stays
+    studied = json.loads((tmp_path / "other" / "report.json").read_text())
+    assert studied["student"] == "student-6steps-lr0.001-lambda1" != report["student"]
+    for name in ("teacher@10", "teacher@2", "teacher@1"):
+        assert studied["tasks"]["reach-either"]["policies"][name] == task["policies"][name]

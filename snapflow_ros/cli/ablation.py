@@ -62,8 +62,11 @@ def student_config(args: argparse.Namespace) -> TrainConfig:
 def ablate(args: argparse.Namespace) -> dict[str, Any]:
     """Teacher (trained or given) -> one student per variant -> offline metrics -> table."""
     from snapflow_distill.ablation import (
+        CLOSED_LOOP_COLUMNS,
+        METRIC_COLUMNS,
         PAPER_VARIANTS,
         ablation_report,
+        closed_loop,
         evaluate_students,
         markdown_table,
         train_students,
@@ -71,6 +74,9 @@ def ablate(args: argparse.Namespace) -> dict[str, Any]:
 
     from snapflow_ros.policy.checkpoint import checkpoint_id, load_policy
 
+    if args.closed_loop_task is not None and args.bags is None:
+        raise ConfigError(f"--closed-loop-task {args.closed_loop_task} needs students of that task: distil "
+                          "them from its recordings (--bags, --bag-config), as sim-demo records them")
     started = time.perf_counter()
     on = device(args.device)
     teacher_path, teacher_source = teacher_for(args)
@@ -88,6 +94,15 @@ def ablate(args: argparse.Namespace) -> dict[str, Any]:
     evaluation = evaluate_students(teacher, {name: load_policy(path, on) for name, path in students.items()},
                                    data.held_out, args.seed, data.metrics, args.eval_batch_size,
                                    args.latency_repeats)
+    columns = METRIC_COLUMNS
+    if args.closed_loop_task is not None:
+        rows = closed_loop(args.closed_loop_task, teacher_path, students, args.closed_loop_episodes,
+                           args.closed_loop_seed, args.image_size, teacher.chunk_size, args.task_file,
+                           lambda line: print(f"ablate closed loop: {line}", file=sys.stderr)
+                           if line.endswith(f"/{args.closed_loop_episodes}") else None)
+        for name, metrics in rows.items():
+            evaluation["results"][name] |= metrics
+        columns += CLOSED_LOOP_COLUMNS
     report = ablation_report(
         PAPER_VARIANTS, students, evaluation, **data.description,
         teacher=str(teacher_path), teacher_source=teacher_source,
@@ -95,11 +110,14 @@ def ablate(args: argparse.Namespace) -> dict[str, Any]:
                "student": args.student_steps},
         student_learning_rate=args.student_lr, train_batch_size=args.batch_size,
         seeds={"train": args.seed, "data": args.data_seed, "noise": args.seed},
+        closed_loop=None if args.closed_loop_task is None else {
+            "task": args.closed_loop_task, "episodes": args.closed_loop_episodes, "seed": args.closed_loop_seed,
+            "image_size": args.image_size, "replan_every": teacher.chunk_size},
         device=str(on), torch_threads=torch.get_num_threads(),
         wall_seconds={"teacher": teacher_done - started, "students": students_done - teacher_done,
                       "evaluation": time.perf_counter() - students_done,
                       "total": time.perf_counter() - started})
-    write_table(markdown_table(report), args.table or args.workdir / "table.md")
+    write_table(markdown_table(report, columns), args.table or args.workdir / "table.md")
     return report
 
 
@@ -142,6 +160,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--log-every", type=int, default=100, help="steps between progress lines and metrics.jsonl rows (default: 100)")
     p.add_argument("--progress-format", choices=("text", "json"), default="text",
                    help="text: progress lines on stderr; json: JSON lines on stdout (default: text)")
+    p.add_argument("--closed-loop-task", default=None,
+                   help="also run every row closed loop on this simulated task (reach-either, ...) for "
+                   "--closed-loop-episodes shared episodes; needs --bags recorded from that task")
+    p.add_argument("--closed-loop-episodes", type=int, default=100, help="episodes per row (default: 100)")
+    p.add_argument("--closed-loop-seed", type=int, default=0, help="seed of the layouts and noise (default: 0)")
+    p.add_argument("--image-size", type=int, default=32, help="--closed-loop-task: camera side in pixels (default: 32)")
+    p.add_argument("--task-file", type=Path, default=None,
+                   help="--closed-loop-task: a Python file defining TASKS (snapflow_ros.sim.tasks)")
     add_device_flag(p)
     add_data_flags(p)
     # The rest of what train_config reads; alpha and lambda are each variant's own.

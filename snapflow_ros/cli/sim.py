@@ -86,8 +86,9 @@ def sim_table(args: argparse.Namespace) -> int:
 
     run_sim_table(SimTableConfig(
         workdir=args.workdir, tasks=tuple(args.tasks), seeds=tuple(args.seeds), demo_episodes=args.demo_episodes,
-        teacher_steps=args.teacher_steps, student_steps=args.student_steps, batch_size=args.batch_size,
-        eval_episodes=args.episodes, task_file=args.task_file, resamples=args.resamples))
+        teacher_steps=args.teacher_steps, student_steps=args.student_steps, student_lr=args.student_lr,
+        consistency_weight=args.consistency_weight, batch_size=args.batch_size, eval_episodes=args.episodes,
+        task_file=args.task_file, resamples=args.resamples, report_dir=args.report_dir))
     return 0
 
 
@@ -131,7 +132,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                             "teacher@1 and student@1 on every task, with intervals and paired tests",
                             description="For each seed: record demonstrations (stepped, reproducible), train a "
                             "teacher, distil a student, and run the four policies on the same episodes of every task. "
-                            "Reports success per seed, the mean over seeds with a 95%% t interval, the pooled Wilson "
+                            "Reports success per seed, the mean over seeds with a 95% t interval, the pooled Wilson "
                             "interval and paired tests (exact McNemar, bootstrap) of student@1 against teacher@1 and "
                             "teacher@10, as JSON, Markdown and SVG. Every stage is cached in --workdir.")
     p.add_argument("--workdir", type=Path, default=t.workdir, help=f"default: {t.workdir}")
@@ -142,10 +143,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--demo-episodes", type=int, default=t.demo_episodes, help=f"per task and seed (default: {t.demo_episodes})")
     p.add_argument("--teacher-steps", type=int, default=t.teacher_steps, help=f"default: {t.teacher_steps}")
     p.add_argument("--student-steps", type=int, default=t.student_steps, help=f"default: {t.student_steps}")
+    p.add_argument("--student-lr", type=float, default=t.student_lr, help=f"distillation learning rate (default: {t.student_lr:g})")
+    p.add_argument("--consistency-weight", type=float, default=t.consistency_weight,
+                   help=f"SnapFlow's lambda (default: {t.consistency_weight:g}). Students of other settings than the "
+                   "defaults sit beside the default one in each seed and reuse its recordings, teacher and teacher rows")
     p.add_argument("--batch-size", type=int, default=t.batch_size, help=f"default: {t.batch_size}")
     p.add_argument("--episodes", type=int, default=t.eval_episodes,
                    help=f"evaluation episodes per policy, task and seed (default: {t.eval_episodes})")
     p.add_argument("--resamples", type=int, default=t.resamples, help=f"paired bootstrap resamples (default: {t.resamples})")
+    p.add_argument("--report-dir", type=Path, default=None,
+                   help="report.json, table.md and the plot go here (default: --workdir)")
     p.set_defaults(run=sim_table)
 
     p = commands.add_parser("sim-record", help="record expert demonstrations of a simulated task as a bag",
@@ -167,7 +174,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("sim-eval", help="closed-loop success on the simulated robot, with 95%% CIs",
                             description="Run each policy for --episodes episodes per task on the Meta-World robot "
                             "(same layouts for every policy), the way the node serves it, and report success with "
-                            "95%% Wilson intervals, failure reasons and per-chunk latency percentiles.")
+                            "95% Wilson intervals, failure reasons and per-chunk latency percentiles.")
     p.add_argument("--teacher", type=Path, required=True, help="teacher checkpoint (run at --teacher-steps and 1 step)")
     p.add_argument("--student", type=Path, default=None, help="SnapFlow student checkpoint (run at 1 step)")
     p.add_argument("--tasks", nargs="+", default=None, help="tasks (default: all, with those of --task-file)")

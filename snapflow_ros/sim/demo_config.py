@@ -31,12 +31,21 @@ class SimTableConfig:
     demo_episodes: int = 40
     teacher_steps: int = 3000
     student_steps: int = 1500
+    student_lr: float = 1e-3       # snapflow distill's default
+    consistency_weight: float = 0.1  # lambda (the paper's)
     batch_size: int = 64
     eval_episodes: int = 100       # per policy, task and seed
     image_size: int = 32
     rate_hz: float = 20.0
     task_file: Path | None = None
     resamples: int = 10_000        # paired bootstrap
+    report_dir: Path | None = None  # report, table and plot; None: workdir
+
+    @property
+    def student_name(self) -> str:
+        """The student's directory in each seed: one per distillation setting, so students of
+        other settings (a study of what the student needs) sit beside it and share everything else."""
+        return f"student-{self.student_steps}steps-lr{self.student_lr:g}-lambda{self.consistency_weight:g}"
 
     def seed_config(self, seed: int) -> SimDemoConfig:
         """What one seed records and trains: sim-demo's stages with this seed."""

@@ -311,6 +311,20 @@ def markdown_table(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def summary_lines(report: dict) -> list[str]:
+    """A few lines per task: every policy's pooled rate, and each comparison's difference and
+    McNemar p (what sim-demo prints beside its one-seed table)."""
+    lines = []
+    for task, entry in report["tasks"].items():
+        rates = ", ".join(f"{name} {100 * s['pooled_rate']:.0f}%" for name, s in entry["policies"].items())
+        lines.append(f"{task} ({entry['seeds']} seeds x {entry['episodes_per_seed']} episodes): {rates}")
+        for c in entry["comparisons"]:
+            verdict = "significant" if c["significant"] else "not significant"
+            lines.append(f"  {c['a']} vs {c['b']}: {100 * c['difference']:+.1f} pts, McNemar p {_p(c['mcnemar_p'])} "
+                         f"({verdict} at {100 * report['alpha']:g}%)")
+    return lines
+
+
 # --- the plot ------------------------------------------------------------------------------------
 
 def write_seed_plot(report: dict, path: Path) -> None:
