@@ -91,3 +91,13 @@ def test_eval_samples_in_batches_on_the_given_device(tmp_path):
     assert (report["batch_size"], report["device"], report["samples"]) == (5, "cpu", 12)
     assert report["valid_action_positions"] == 12 * 8
     assert set(report["results"]) == {"teacher@10", "teacher@1"}
+
+
+def test_train_teacher_builds_the_size_asked_for(tmp_path):
+    """--width / --layers: the capacity of the built-in teacher (its students inherit it)."""
+    result = _run("train-teacher", "--output", str(tmp_path / "t"), "--steps", "2", "--batch-size", "8",
+                  "--width", "32", "--layers", "1", "--samples", "32", "--holdout", "8", "--checkpoint-every", "0",
+                  "--device", "cpu")
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = json.loads((tmp_path / "t" / "policy" / "config.json").read_text())
+    assert (config["width"], config["num_layers"]) == (32, 1)

@@ -22,7 +22,7 @@ from snapflow_ros.cli.options import (
     train_config,
     write_json,
 )
-from snapflow_ros.cli.training import add_tokenizer_flag, train_teacher
+from snapflow_ros.cli.training import add_capacity_flags, add_tokenizer_flag, train_teacher
 from snapflow_ros.errors import ConfigError
 
 if TYPE_CHECKING:  # snapflow_distill is imported inside the command only
@@ -155,6 +155,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=2e-3, help="teacher learning rate (default: 2e-3)")
     p.add_argument("--student-lr", type=float, default=1e-3, help="distillation learning rate (default: 1e-3)")
     p.add_argument("--chunk-size", type=int, default=8, help="actions per chunk of the teacher trained here (default: 8)")
+    add_capacity_flags(p)
     p.add_argument("--eval-batch-size", type=int, default=32, help="held-out samples sampled at once (default: 32)")
     p.add_argument("--latency-repeats", type=int, default=10, help="timed calls per row, JSON only (default: 10)")
     p.add_argument("--log-every", type=int, default=100, help="steps between progress lines and metrics.jsonl rows (default: 100)")

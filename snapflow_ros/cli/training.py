@@ -30,7 +30,7 @@ def train_teacher(args: argparse.Namespace) -> Path:
 
     torch.manual_seed(args.seed)
     data = task_data(args, args.chunk_size)
-    policy = BuiltinVLA(task_config(**data.config))
+    policy = BuiltinVLA(task_config(**data.config, width=args.width, num_layers=args.layers))
     policy.state_normalizer.fit(data.frames[0])
     policy.action_normalizer.fit(data.frames[1])
     trainer = Trainer(policy.to(device(args.device)), data.train, train_config(args, "flow_matching"),
@@ -100,6 +100,12 @@ def bench_distill(args: argparse.Namespace) -> dict:
     return report
 
 
+def add_capacity_flags(parser: argparse.ArgumentParser) -> None:
+    """The built-in VLA's size (a student has its teacher's)."""
+    parser.add_argument("--width", type=int, default=64, help="transformer width (default: 64)")
+    parser.add_argument("--layers", type=int, default=2, help="transformer layers (default: 2)")
+
+
 def add_tokenizer_flag(parser: argparse.ArgumentParser, more: str = "") -> None:
     parser.add_argument("--tokenizer", type=Path, default=None,
                         help="LeRobot teacher without a bundled tokenizer/ that is not in the local Hugging "
@@ -113,6 +119,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                             "same --output resumes from its newest checkpoint.")
     p.add_argument("--output", type=Path, required=True, help="run directory; the policy lands in OUTPUT/policy")
     p.add_argument("--chunk-size", type=int, default=8, help="actions per chunk of the new teacher (default: 8)")
+    add_capacity_flags(p)
     add_data_flags(p)
     add_train_flags(p, steps=3000, lr=2e-3)
     p.set_defaults(run=train_teacher)
@@ -155,6 +162,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--student-lr", type=float, default=1e-3, help="distillation learning rate (default: 1e-3)")
     p.add_argument("--latency-repeats", type=int, default=50, help="timed calls per policy (default: 50)")
     p.add_argument("--chunk-size", type=int, default=8, help="actions per chunk of the teacher (default: 8)")
+    add_capacity_flags(p)
     p.add_argument("--eval-batch-size", type=int, default=32,
                    help="held-out samples sampled at once in the evaluation (default: 32)")
     add_data_flags(p)
