@@ -162,6 +162,7 @@ def test_main_job_end_to_end_at_toy_size(tmp_path):
     assert report["ros_closed_loop_student"]["reach"]["episodes"] == 1
     assert (workdir / "success_vs_latency.svg").read_text().startswith("<svg")
     assert "student@1" in result.stdout  # the table
+    assert "what the full sim-table showed" in result.stdout and "reach-either (3 seeds x 100 episodes)" in result.stdout
     evaluated = subprocess.run([str(Path(sys.executable).parent / "snapflow"), "sim-eval", "--teacher",
                                 report["teacher"], "--student", report["student"], "--tasks", "reach", "--episodes", "1",
                                 "--extra-steps", "2", "--json", str(tmp_path / "eval.json"),
