@@ -221,21 +221,20 @@ def closed_loop(task_name: str, teacher: Path, students: dict[str, Path], episod
     that task's recordings: their inputs are the simulator's camera and joint states."""
     from snapflow_ros.sim.evaluation import Candidate as SimCandidate
     from snapflow_ros.sim.evaluation import evaluate_task
-    from snapflow_ros.sim.statistics import mcnemar_exact
+    from snapflow_ros.sim.statistics import paired_comparison
     from snapflow_ros.sim.tasks import get_task
 
     candidates = [SimCandidate(REFERENCE, teacher, 10), SimCandidate(NAIVE, teacher, 1),
                   *(SimCandidate(name, path, 1) for name, path in students.items())]
     report = evaluate_task(get_task(task_name, task_file), candidates, episodes, seed, image_size,
                            replan_every, progress)
-    naive = report[NAIVE]["episode_successes"]
+    outcomes = {name: [row["episode_successes"]] for name, row in report.items()}  # one seed
     results = {}
     for name, row in report.items():
-        mine = row["episode_successes"]
-        better = sum(a and not b for a, b in zip(mine, naive))
-        worse = sum(b and not a for a, b in zip(mine, naive))
+        versus = None if name == NAIVE else paired_comparison(outcomes, name, NAIVE, seed=seed)
         results[name] = {"closed_loop_success": row["success_rate"], "closed_loop_ci95": row["ci95"],
-                         "closed_loop_vs_naive_p": None if name == NAIVE else mcnemar_exact(better, worse),
+                         "closed_loop_vs_naive_p": None if versus is None else versus.mcnemar_p,
+                         "closed_loop_vs_naive": None if versus is None else versus.to_dict(),
                          "closed_loop_failures": row["failures"], "closed_loop_episodes": row["episodes"]}
     return results
 
@@ -258,16 +257,16 @@ METRIC_COLUMNS: tuple[Column, ...] = (
 )
 CLOSED_LOOP_COLUMNS: tuple[Column, ...] = (  # rows of closed_loop()
     Column("closed-loop success", "closed_loop_success", "{:.0%}"),
-    Column("95% Wilson", "closed_loop_ci95", "{}"),
+    Column("95% Wilson", "closed_loop_ci95", "[{0:.0%}, {1:.0%}]"),
     Column("McNemar p vs naive@1", "closed_loop_vs_naive_p", "{:.3g}"),
 )
 MISSING = "—"
 
 
 def _cell(value: Any, fmt: str) -> str:
-    if isinstance(value, (list, tuple)):  # an interval
-        return "[" + ", ".join(f"{v:.0%}" for v in value) + "]"
-    return MISSING if value is None else fmt.format(value)
+    if value is None:
+        return MISSING
+    return fmt.format(*value) if isinstance(value, (list, tuple)) else fmt.format(value)  # an interval: both ends
 
 
 def markdown_table(report: dict[str, Any], columns: Sequence[Column] = METRIC_COLUMNS) -> str:

@@ -319,5 +319,7 @@ def test_closed_loop_column_runs_every_row_on_the_same_episodes(tmp_path):
         low, high = row["closed_loop_ci95"]
         assert low <= row["closed_loop_success"] <= high, name
         assert (row["closed_loop_vs_naive_p"] is None) == (name == "teacher@1"), name
+        if name != "teacher@1":  # the shared statistics' paired comparison on the same episodes
+            assert row["closed_loop_vs_naive"]["n"] == 2 and row["closed_loop_vs_naive"]["b"] == "teacher@1", name
     header = (work / "table.md").read_text().splitlines()[0]
     assert "closed-loop success" in header and "McNemar p vs naive@1" in header
