@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export SNAPFLOW_VENV := $(abspath $(VENV))
 
-.PHONY: setup setup-gpu demo test test-fast gpu-check gpu-check-dry gpu-wheels lock clean
+.PHONY: setup setup-gpu demo lint test test-fast gpu-check gpu-check-dry gpu-wheels lock clean
 
 setup:
 	@scripts/setup.sh
@@ -17,12 +17,16 @@ setup-gpu:
 demo: setup
 	$(VENV)/bin/snapflow sim-demo
 
-# The whole test suite, slow end-to-end tests included (what CI runs).
-test: setup
+# The linter (rules in ruff.toml).
+lint: setup
+	$(VENV)/bin/ruff check
+
+# The linter, then the whole test suite, slow end-to-end tests included (what CI runs).
+test: lint
 	$(PY) -m pytest
 
 # Everything but the tests marked slow.
-test-fast: setup
+test-fast: lint
 	$(PY) -m pytest -m "not slow"
 
 # The GPU check (issue 14) on a GPU machine: full-size families, tables in $$OUT or runs/gpu_check.

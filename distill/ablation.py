@@ -25,11 +25,13 @@ from typing import Any
 
 import torch
 
-from snapflow_distill.data import ChunkDataset, InMemoryChunkDataset
 from snapflow_distill.evaluate import Candidate, evaluate
 from snapflow_distill.trainer import EXECUTION_FIELDS, Progress, TrainConfig, Trainer
+from snapflow_ros.data.chunks import ChunkDataset, InMemoryChunkDataset
 from snapflow_ros.errors import ConfigError
-from snapflow_ros.policy.checkpoint import PROVENANCE, load_policy
+from snapflow_ros.families.registry import load_policy
+from snapflow_ros.files import PROVENANCE
+from snapflow_ros.markdown import table_lines
 from snapflow_ros.policy.contract import FlowPolicy, RawBatch
 
 REFERENCE = "teacher@10"
@@ -246,7 +248,7 @@ class Column:
 
     header: str
     key: str
-    fmt: str = "{:.4f}"
+    fmt: str = "{:.3g}"  # MSEs span 1e-5 (robot units) to 0.4 (the synthetic task)
 
 
 METRIC_COLUMNS: tuple[Column, ...] = (
@@ -275,17 +277,18 @@ def markdown_table(report: dict[str, Any], columns: Sequence[Column] = METRIC_CO
     results, order = report["results"], report["ordering_vs_paper"]
     headers = ["row", "alpha", "lambda", "phi", *(c.header for c in columns),
                "paper MSE (pi0.5, LIBERO)", "rank ours / paper"]
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    rows = []
     for name in (REFERENCE, NAIVE):
         metrics = [_cell(results[name].get(c.key), c.fmt) for c in columns]
-        lines.append("| " + " | ".join([name, MISSING, MISSING, MISSING, *metrics, MISSING, MISSING]) + " |")
+        rows.append([name, MISSING, MISSING, MISSING, *metrics, MISSING, MISSING])
     for v in report["variants"]:
         name = v["name"]
         metrics = [_cell(results[name].get(c.key), c.fmt) for c in columns]
         rank = (f"{order['ours'][name]:g} / {order['paper'][name]:g}" if name in order["paper"] else MISSING)
-        lines.append("| " + " | ".join([f"student@1 {name}", f"{v['alpha']:g}", f"{v['consistency_weight']:g}",
-                                        "trained" if v["train_target_time"] else "zero", *metrics,
-                                        _cell(v["paper_mse"], "{:.4f}"), rank]) + " |")
+        rows.append([f"student@1 {name}", f"{v['alpha']:g}", f"{v['consistency_weight']:g}",
+                     "trained" if v["train_target_time"] else "zero", *metrics,
+                     _cell(v["paper_mse"], "{:.4f}"), rank])
+    lines = table_lines(headers, rows)
     correlations = ", ".join(f"{k} {_cell(r, '{:+.2f}')}" for k, r in order["spearman"].items())
     return "\n".join([
         *lines, "",

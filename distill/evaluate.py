@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from snapflow_distill.data import InMemoryChunkDataset
 from snapflow_distill.loss import masked_mse
+from snapflow_ros.data.chunks import InMemoryChunkDataset
 from snapflow_ros.errors import ConfigError
-from snapflow_ros.flow.sampling import euler_sample
+from snapflow_ros.flow.sampling import sample_actions
 from snapflow_ros.policy.contract import FlowPolicy, RawBatch
 from snapflow_ros.runtime.timing import measure_interleaved
 
@@ -27,13 +27,11 @@ class Candidate:
     steps: int
 
 
-@torch.no_grad()
 def sample_chunks(policy: FlowPolicy, batch: RawBatch, steps: int, noise: torch.Tensor) -> torch.Tensor:
-    """Unnormalised (B, chunk, dim) actions: prepare -> prefix once -> `steps` expert passes."""
+    """Unnormalised (B, chunk, dim) actions on the CPU, in eval mode: the sampling path of the
+    torch backend (snapflow_ros.flow.sampling.sample_actions), so offline metrics are the node's."""
     policy.eval()
-    inputs = policy.prepare(batch)
-    cache = policy.embed_prefix(inputs)
-    return policy.unnormalize_actions(euler_sample(policy, cache, noise.to(policy.device), steps)).cpu()
+    return sample_actions(policy, batch, noise, steps).cpu()
 
 
 def _mse_cos(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> tuple[float, float]:

@@ -1,9 +1,11 @@
 """Distillation jobs in their own process: start, follow progress, cancel. No ROS here.
 
 A job is `snapflow distill TEACHER --bags ... --progress-format json` in a child process at lower
-CPU priority, so a control loop in the parent keeps its cores. Its JSON progress lines update a
-JobStatus; its final stderr line carries the error. The student appears at OUTPUT/policy only when
-complete (atomic rename); a cancelled or crashed job never leaves one there.
+CPU priority, so a control loop in the parent keeps its cores. The child reports on stdout in JSON
+lines (snapflow_ros/events.py): progress events update a JobStatus, a done event names the
+student, an error event carries the reason of a failure. Its stderr is for humans only and goes to
+OUTPUT/job.log. The student appears at OUTPUT/policy only when complete (atomic rename); a
+cancelled or crashed job never leaves one there.
 """
 
 from __future__ import annotations
@@ -14,17 +16,18 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
-from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from enum import IntEnum
 from pathlib import Path
+from typing import ClassVar
 
 from snapflow_ros.errors import ConfigError
+from snapflow_ros.events import DoneEvent, ErrorEvent, ProgressEvent, parse_line
 
 JOB_FILE = "job.json"
+JOB_LOG = "job.log"  # the child's stderr, for humans; never parsed
 
 
 class JobState(IntEnum):
@@ -87,17 +90,59 @@ class JobSpec:
 
     def command(self) -> list[str]:
         """The snapflow distill command line this job runs."""
-        argv = [sys.executable, "-m", "snapflow_ros.cli.main", "distill", self.teacher,
-                "--bags", *self.bags, "--bag-config", self.dataset_config, "--output", self.output_dir,
-                "--holdout-episodes", "0", "--progress-format", "json", "--seed", str(self.seed),
-                "--device", self.device or "auto"]
-        for flag, value in (("--steps", self.steps), ("--batch-size", self.batch_size),
-                            ("--lr", self.learning_rate), ("--alpha", self.alpha),
-                            ("--consistency-weight", self.consistency_weight)):
-            if value:
+        return DistillCommand.for_job(self).argv()
+
+
+@dataclass(frozen=True)
+class DistillCommand:
+    """`snapflow distill` for one job, as typed values. Field names are the command's argument
+    names (argparse dests), so argv() maps every field the same way; None keeps the command's
+    default."""
+
+    teacher: str
+    bags: tuple[str, ...]
+    bag_config: str
+    output: str
+    steps: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    alpha: float | None = None
+    consistency_weight: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    holdout_episodes: int = 0       # a job trains on every recorded episode
+    log_every: int | None = None
+    progress_format: str = "json"   # the channel JobProcess reads
+
+    POSITIONAL: ClassVar[tuple[str, ...]] = ("teacher",)
+
+    @classmethod
+    def for_job(cls, spec: JobSpec) -> DistillCommand:
+        def given(value):  # a job message's 0 / empty string means "the default"
+            return value or None
+
+        return cls(teacher=spec.teacher, bags=tuple(spec.bags), bag_config=spec.dataset_config,
+                   output=spec.output_dir, steps=given(spec.steps), batch_size=given(spec.batch_size),
+                   lr=given(spec.learning_rate), alpha=given(spec.alpha),
+                   consistency_weight=given(spec.consistency_weight), seed=spec.seed,
+                   device=spec.device or "auto",
+                   # About 20 progress reports per job, at most 50 steps apart.
+                   log_every=max(1, min(50, (spec.steps or 2000) // 20)))
+
+    def argv(self, python: str = sys.executable) -> list[str]:
+        argv = [python, "-m", "snapflow_ros.cli.main", "distill"]
+        argv += [str(getattr(self, name)) for name in self.POSITIONAL]  # first: --bags takes 1+ values
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in self.POSITIONAL or value is None or value is False:
+                continue
+            flag = "--" + f.name.replace("_", "-")
+            if value is True:
+                argv.append(flag)
+            elif isinstance(value, tuple):
+                argv += [flag, *map(str, value)]
+            else:
                 argv += [flag, str(value)]
-        # About 20 progress reports per job, at most 50 steps apart.
-        argv += ["--log-every", str(max(1, min(50, (self.steps or 2000) // 20)))]
         return argv
 
 
@@ -126,7 +171,8 @@ class JobProcess:
         self.on_update = on_update
         self.niceness, self.threads = niceness, threads
         self.process: subprocess.Popen | None = None
-        self._stderr: deque[str] = deque(maxlen=40)
+        self._done: DoneEvent | None = None
+        self._error: ErrorEvent | None = None
         self._cancelled = False
         self._lock = threading.Lock()
         self.finished = threading.Event()
@@ -151,56 +197,55 @@ class JobProcess:
         env = dict(os.environ)
         if self.threads:
             env |= {"OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
-        # Own session: a cancel signals the job's whole process group and nothing else.
-        self.process = subprocess.Popen(self.spec.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True, env=env, start_new_session=True)
+        # Own session: a cancel signals the job's whole process group and nothing else. Bytes that
+        # are not UTF-8 are replaced, so no print of the child can stop the reader.
+        with (output / JOB_LOG).open("a") as log:
+            self.process = subprocess.Popen(self.spec.command(), stdout=subprocess.PIPE, stderr=log,
+                                            text=True, encoding="utf-8", errors="replace", env=env,
+                                            start_new_session=True)
         try:
             os.setpriority(os.PRIO_PROCESS, self.process.pid, self.niceness)
         except OSError:
             pass  # the job still runs, at normal priority
         self._update(state=JobState.RUNNING, message="running", total_steps=self.spec.steps)
-        threading.Thread(target=self._read_stderr, daemon=True, name=f"job-{self.job_id}-stderr").start()
         threading.Thread(target=self._follow, daemon=True, name=f"job-{self.job_id}").start()
 
     def fail(self, message: str) -> None:
         self._update(state=JobState.FAILED, eta_seconds=-1.0, message=message)
         self.finished.set()
 
-    def _read_stderr(self) -> None:
-        for line in self.process.stderr:
-            if line.strip():
-                self._stderr.append(line.rstrip())
-
     def _follow(self) -> None:
         for line in self.process.stdout:
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # other prints of the command
-            if event.get("event") == "progress":
-                self._update(step=event["step"], total_steps=event["total_steps"], loss=event["loss"],
-                             loss_flow_matching=event["loss_flow_matching"],
-                             loss_consistency=event["loss_consistency"],
-                             steps_per_second=event["steps_per_second"], eta_seconds=event["eta_seconds"])
+            self._handle(parse_line(line))  # None: another print of the command
         code = self.process.wait()
-        time.sleep(0.05)  # let the stderr reader drain
-        student = Path(self.spec.output_dir) / "policy"
+        student = Path(self._done.student) if self._done and self._done.student else None
         if self._cancelled:
             self._update(state=JobState.CANCELLED, message="cancelled; no student was written", eta_seconds=-1.0)
-        elif code == 0 and (student / "config.json").is_file():
+        elif code == 0 and self._error is None and student and (student / "config.json").is_file():
             self._update(state=JobState.SUCCEEDED, student_checkpoint=str(student), eta_seconds=0.0,
                          message=f"student written to {student}")
         else:
             self.fail(self._failure(code))
         self.finished.set()
 
+    def _handle(self, event: ProgressEvent | DoneEvent | ErrorEvent | None) -> None:
+        if isinstance(event, ProgressEvent):
+            self._update(step=event.step, total_steps=event.total_steps, loss=event.loss,
+                         loss_flow_matching=event.loss_flow_matching, loss_consistency=event.loss_consistency,
+                         steps_per_second=event.steps_per_second, eta_seconds=event.eta_seconds)
+        elif isinstance(event, DoneEvent):
+            self._done = event
+        elif isinstance(event, ErrorEvent):
+            self._error = event
+
     def _failure(self, code: int) -> str:
-        lines = list(self._stderr)
-        errors = [line for line in lines if ": error: " in line]
-        if errors:  # snapflow's own error line: the reason, naming bag, topic and field
-            return errors[-1].split(": error: ", 1)[1]
-        tail = " | ".join(lines[-5:]) or "no output"
-        return f"job process exited with code {code}: {tail}"
+        if self._error is not None:  # the command's own reason, naming bag, topic and field
+            return f"{self._error.type}: {self._error.message}"
+        log = Path(self.spec.output_dir) / JOB_LOG
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        if code == 0:
+            how = "exited without reporting a student"
+        return f"job process {how} and reported no error (its stderr: {log})"
 
     def cancel(self) -> bool:
         """Stops the job (SIGTERM, then SIGKILL after 10 s); False if it had already finished."""

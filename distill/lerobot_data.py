@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from snapflow_distill.data import ChunkSample, InMemoryChunkDataset
+from snapflow_ros.data.chunks import ChunkSample, InMemoryChunkDataset
 from snapflow_ros.errors import ConfigError
 
 IMAGE_PREFIX = "observation.images."

@@ -28,13 +28,15 @@ from typing import Any, Literal
 import torch
 from safetensors.torch import save_file
 
-from snapflow_distill.data import BatchLoader, ChunkDataset
+from snapflow_distill.data import BatchLoader
 from snapflow_distill.distributed import DistributedContext
 from snapflow_distill.loss import LossTerms, flow_matching_loss, snapflow_loss
 from snapflow_distill.schedule import warmup_cosine
-from snapflow_ros.errors import CheckpointError, ConfigError
+from snapflow_ros.data.chunks import ChunkDataset
+from snapflow_ros.errors import CheckpointError, ConfigError, TrainingDivergedError
+from snapflow_ros.events import ProgressEvent as Progress  # what a progress line carries
+from snapflow_ros.files import atomic_directory, read_tensors, save_policy
 from snapflow_ros.flow.time import sample_flow_time
-from snapflow_ros.policy.checkpoint import atomic_directory, read_tensors, save_policy
 from snapflow_ros.policy.contract import FlowPolicy, RawBatch
 
 Objective = Literal["flow_matching", "snapflow"]
@@ -85,18 +87,6 @@ class TrainConfig:
         if self.workers < 0:
             raise ConfigError(f"workers must be >= 0 (0 fetches batches in the training step), "
                               f"got {self.workers}")
-
-
-@dataclass(frozen=True)
-class Progress:
-    step: int
-    total_steps: int
-    loss: float
-    loss_flow_matching: float
-    loss_consistency: float
-    learning_rate: float
-    steps_per_second: float
-    eta_seconds: float
 
 
 def trainable_parameters(policy: FlowPolicy, objective: Objective,
@@ -229,7 +219,8 @@ class Trainer:
             while self.step < self.config.steps:
                 terms = self.train_step()
                 if not math.isfinite(terms.total.item()):
-                    raise FloatingPointError(f"loss became {terms.total.item()} at step {self.step}")
+                    raise TrainingDivergedError(f"loss became {terms.total.item()} at step {self.step}; "
+                                                "nothing from this step on is saved (try a lower --lr)")
                 if main and (self.step % self.config.log_every == 0 or self.step == self.config.steps):
                     rate = (self.step - start_step) / max(time.perf_counter() - started, 1e-9)
                     report = Progress(self.step, self.config.steps, terms.total.item(),

@@ -8,10 +8,11 @@
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+
+from launch import LaunchDescription
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -25,6 +26,8 @@ def generate_launch_description() -> LaunchDescription:
                               description="Policy checkpoint or export directory (empty: params file)"),
         DeclareLaunchArgument("backend", default_value="",
                               description="torch or onnxruntime (empty: params file)"),
+        DeclareLaunchArgument("autostart", default_value="true",
+                              description="configure and activate the lifecycle node at start"),
         DeclareLaunchArgument("namespace", default_value="",
                               description="Namespace of the node and its relative topics"),
         DeclareLaunchArgument("joint_states_topic", default_value="joint_states",
@@ -46,7 +49,8 @@ def _policy_node(context) -> list[Node]:
     }
     # Later entries win; only the arguments actually given override the params file.
     parameters: list = [LaunchConfiguration("params_file").perform(context),
-                        {name: value for name, value in overrides.items() if value}]
+                        {name: value for name, value in overrides.items() if value},
+                        {"autostart": LaunchConfiguration("autostart").perform(context).lower() == "true"}]
     return [
         Node(
             package="snapflow_ros",

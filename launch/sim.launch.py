@@ -6,10 +6,11 @@
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+
+from launch import LaunchDescription
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -19,8 +20,11 @@ def generate_launch_description() -> LaunchDescription:
                               description="YAML with the sim_robot and policy_node parameters"),
         DeclareLaunchArgument("checkpoint", description="Policy checkpoint the node serves"),
         DeclareLaunchArgument("task", default_value="reach-detour", description="Simulated task"),
+        DeclareLaunchArgument("autostart", default_value="true",
+                              description="configure and activate the lifecycle policy_node at start"),
         Node(package="snapflow_ros", executable="sim_robot", name="sim_robot", output="screen",
              parameters=[LaunchConfiguration("params_file"), {"task": LaunchConfiguration("task")}]),
         Node(package="snapflow_ros", executable="policy_node", name="policy_node", output="screen",
-             parameters=[LaunchConfiguration("params_file"), {"checkpoint": LaunchConfiguration("checkpoint")}]),
+             parameters=[LaunchConfiguration("params_file"), {"checkpoint": LaunchConfiguration("checkpoint"),
+                                                                "autostart": LaunchConfiguration("autostart")}]),
     ])

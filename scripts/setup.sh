@@ -128,14 +128,28 @@ cp "$repo/resource/snapflow_ros" "$venv/share/ament_index/resource_index/package
 for item in package.xml launch config; do
     ln -sfn "$repo/$item" "$share/$item"
 done
+# `ros2 run` and launch_ros look for a package's executables in <prefix>/lib/<package> (where
+# setup.cfg puts them in a colcon build); the editable install puts them in bin/. Link each
+# console script there, so the venv's prefix is complete when it is the one ament_index finds.
+libexec=$venv/lib/snapflow_ros
+mkdir -p "$libexec"
+find "$libexec" -maxdepth 1 -type l -delete  # links of scripts that no longer exist go too
+scripts=$("$py" -c 'from importlib.metadata import distribution
+print(*sorted(e.name for e in distribution("snapflow_ros").entry_points if e.group == "console_scripts"))') \
+    || die "cannot list the console scripts of snapflow_ros"
+for exe in $scripts; do
+    [[ -x $venv/bin/$exe ]] || die "$venv/bin/$exe is missing after the editable install"
+    ln -sfn "../../bin/$exe" "$libexec/$exe"
+done
 
 # The ROS wheels find their libraries through a bootstrap .pth; ament_index needs
-# AMENT_PREFIX_PATH, which nothing sets outside a sourced ROS workspace. This .pth adds the
+# AMENT_PREFIX_PATH, which nothing sets outside a sourced ROS workspace. This .pth appends the
 # venv prefix (where share/ament_index lives) at interpreter start, so every entry point
-# (snapflow, policy_node, pytest) works without sourcing anything.
+# (snapflow, policy_node, pytest) works without sourcing anything. Appended, not prepended: in a
+# sourced workspace (install/setup.bash) that workspace's snapflow_ros is the one found.
 site=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 cat >"$site/snapflow_ros_ament_prefix.pth" <<'EOF'
-import os, sys; p = os.environ.get('AMENT_PREFIX_PATH', ''); os.environ['AMENT_PREFIX_PATH'] = p if sys.prefix in p.split(os.pathsep) else os.pathsep.join(x for x in (sys.prefix, p) if x)
+import os, sys; p = os.environ.get('AMENT_PREFIX_PATH', ''); os.environ['AMENT_PREFIX_PATH'] = p if sys.prefix in p.split(os.pathsep) else os.pathsep.join(x for x in (p, sys.prefix) if x)
 EOF
 
 "$py" -c 'import rclpy, snapflow_interfaces.msg, snapflow_ros, torch, onnxruntime' \

@@ -19,3 +19,19 @@ class CheckpointError(SnapflowError):
 
 class BagError(InputError):
     """A bag cannot be read or lacks what the dataset configuration asks for; names bag, topic, field."""
+
+
+class ExportError(SnapflowError):
+    """A graph could not be exported or failed onnx.checker."""
+
+
+class HoldError(SnapflowError):
+    """No observation can be assembled now; the message says why (for diagnostics)."""
+
+
+class NodeError(SnapflowError):
+    """A ROS node that a command started did not come up or did not answer."""
+
+
+class TrainingDivergedError(SnapflowError, FloatingPointError):
+    """The training loss became NaN or infinite; nothing from that step on is saved."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -75,7 +76,7 @@ def save_small_student(directory: Path, seed: int = 0, **config) -> Path:
 
     from snapflow_distill.synthetic import make_dataset, task_config
     from snapflow_ros.families.builtin import BuiltinVLA, BuiltinVLAConfig
-    from snapflow_ros.policy.checkpoint import save_policy
+    from snapflow_ros.files import save_policy
 
     torch.manual_seed(seed)
     if config:
@@ -111,7 +112,7 @@ def demo_teacher(directory: Path, data, seed: int = 0) -> Path:
     import torch
 
     from snapflow_ros.families.builtin import BuiltinVLA, BuiltinVLAConfig
-    from snapflow_ros.policy.checkpoint import save_policy
+    from snapflow_ros.files import save_policy
 
     torch.manual_seed(seed)
     policy = BuiltinVLA(BuiltinVLAConfig(cameras=data.cameras, state_dim=len(data.joint_names),
@@ -134,3 +135,14 @@ def tiny_synthetic_policy(data):
     policy.state_normalizer.fit(data.states)
     policy.action_normalizer.fit(data.actions)
     return policy
+
+
+def top_level_imports(path: Path) -> set[str]:
+    """First components of the absolute imports of a file, at any depth."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import tiny_synthetic_policy
 from snapflow_distill.ablation import (
     METRIC_COLUMNS,
     PAPER_VARIANTS,
@@ -25,11 +26,11 @@ from snapflow_distill.ablation import (
     ranks,
     spearman,
 )
-from conftest import tiny_synthetic_policy
 from snapflow_distill.synthetic import make_dataset
 from snapflow_distill.trainer import STATE, TrainConfig, Trainer
 from snapflow_ros.errors import ConfigError
-from snapflow_ros.policy.checkpoint import load_policy, save_policy
+from snapflow_ros.families.registry import load_policy
+from snapflow_ros.files import save_policy
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -102,9 +103,9 @@ def test_table_shows_a_dash_for_missing_metrics_and_takes_extra_columns():
                                     "spearman": {}}}
     table = markdown_table(report, (*METRIC_COLUMNS, Column("closed-loop success", "closed_loop_success",
                                                             "{:.1%}")))
-    line = next(l for l in table.splitlines() if l.startswith("| student@1 v "))
+    line = next(line_ for line_ in table.splitlines() if line_.startswith("| student@1 v "))
     cells = [c.strip() for c in line.strip("|").split("|")]
-    assert cells == ["student@1 v", "0.5", "0.1", "zero", "0.0200", "0.1000", "—", "—", "75.0%", "0.0098", "1 / 1"]
+    assert cells == ["student@1 v", "0.5", "0.1", "zero", "0.02", "0.1", "—", "—", "75.0%", "0.0098", "1 / 1"]
     assert "| teacher@1 |" in table and "closed-loop success" in table.splitlines()[0]
 
 
@@ -297,14 +298,15 @@ def test_closed_loop_needs_recordings_of_the_task(tmp_path):
 def test_closed_loop_column_runs_every_row_on_the_same_episodes(tmp_path):
     """sim-record reach-either -> ablate on its bags with --closed-loop-task: every row (teacher@10,
     naive@1, each variant) gets a success rate, a Wilson interval and a McNemar p against naive@1."""
-    from snapflow_ros.sim.tasks import sim_bag_config
+    from snapflow_ros.bags.config import BagDatasetConfig
+    from snapflow_ros.sim.topics import sim_bag_config
 
     bag, config = tmp_path / "bag", tmp_path / "bag_dataset.yaml"
     record = subprocess.run([sys.executable, "-m", "snapflow_ros.cli.main", "sim-record", "--task", "reach-either",
-                             "--episodes", "3", "--output", str(bag), "--rate-hz", "50"],
+                             "--episodes", "3", "--output", str(bag), "--rate-hz", "50", "--bag-config", str(config)],
                             capture_output=True, text=True, cwd=REPO, timeout=600)
     assert record.returncode == 0, record.stderr[-3000:]
-    sim_bag_config(50.0).write_yaml(config)
+    assert BagDatasetConfig.from_yaml(config) == sim_bag_config(50.0)  # sim-record wrote the config that reads it
     work = tmp_path / "ablate"
     _snapflow("--workdir", str(work), "--bags", str(bag), "--bag-config", str(config), "--holdout-episodes", "1",
               "--teacher-steps", "6", "--student-steps", "2", "--batch-size", "8", "--log-every", "1",

@@ -82,7 +82,7 @@ def test_lerobot_teacher_distils_from_bags(made):
     _run("make-tiny-lerobot", "--family", "pi05", "--output", str(root / "pi05"), *data)
     _run("distill", str(root / "pi05"), "--output", str(root / "pi05-student"), "--steps", "4", "--batch-size", "4",
          "--log-every", "2", *data)
-    from snapflow_ros.policy.checkpoint import load_policy
+    from snapflow_ros.families.registry import load_policy
 
     student = root / "pi05-student" / "policy"
     assert load_policy(student).family == "pi05"

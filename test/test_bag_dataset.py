@@ -25,7 +25,8 @@ TICKS = SPEC.reach_ticks + SPEC.hold_ticks
 @pytest.fixture(scope="module")
 def bags(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("bags")
-    return {f"{storage}-{fmt}": write_demo_bag(root / f"{storage}-{fmt}", replace(SPEC, storage=storage, image_format=fmt))
+    return {f"{storage}-{fmt}": write_demo_bag(root / f"{storage}-{fmt}",
+                                               replace(SPEC, storage=storage, image_format=fmt))
             for storage in ("sqlite3", "mcap") for fmt in ("raw", "compressed")}
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from snapflow_distill.data import ChunkSample, InMemoryChunkDataset
 from snapflow_distill.synthetic import make_dataset, task_config
 from snapflow_distill.trainer import TrainConfig, Trainer
+from snapflow_ros.data.chunks import ChunkSample, InMemoryChunkDataset
 from snapflow_ros.families.builtin import BuiltinVLA
-from snapflow_ros.policy.checkpoint import load_policy
+from snapflow_ros.families.registry import load_policy
 
 
 class SampleBySample:

@@ -10,8 +10,8 @@ from safetensors.torch import load_file, save_file
 
 from snapflow_ros.errors import CheckpointError, ConfigError
 from snapflow_ros.families.builtin import BuiltinVLA, BuiltinVLAConfig
-from snapflow_ros.policy.checkpoint import (
-    WEIGHTS, atomic_directory, checkpoint_id, load_policy, save_policy)
+from snapflow_ros.families.registry import load_policy
+from snapflow_ros.files import WEIGHTS, atomic_directory, checkpoint_id, save_policy
 
 
 def _small() -> BuiltinVLA:

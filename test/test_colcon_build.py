@@ -59,17 +59,25 @@ def test_install_space_layout(workspace):
 
 def test_sourced_install_space_imports_its_own_build(workspace):
     script = (
-        "import snapflow_interfaces.msg as m, snapflow_ros, ament_index_python.packages as a;"
+        "import os, snapflow_interfaces.msg as m, snapflow_ros, ament_index_python.packages as a;"
         "print(m.__file__); print(snapflow_ros.__file__);"
-        "print(a.get_package_share_directory('snapflow_ros'))"
+        "print(a.get_package_share_directory('snapflow_ros')); print(a.get_package_prefix('snapflow_ros'));"
+        "print(os.environ['AMENT_PREFIX_PATH'])"
     )
+    # A user's shell: nothing on AMENT_PREFIX_PATH but what install/setup.bash puts there; the
+    # venv's Python then appends its own prefix, after the workspace's.
+    env = {k: v for k, v in os.environ.items() if k != "AMENT_PREFIX_PATH"}
     result = subprocess.run(
         ["bash", "-c", f'source install/setup.bash && "{sys.executable}" -c "{script}"'],
-        cwd=workspace, capture_output=True, text=True, timeout=120,
+        cwd=workspace, env=env, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    interfaces, package, share = result.stdout.split()
+    interfaces, package, share, prefix, ament_path = result.stdout.split()
     install = str(workspace / "install")
     assert interfaces.startswith(install), interfaces
     assert package.startswith(install), package
     assert share == f"{install}/snapflow_ros/share/snapflow_ros"
+    # What launch_ros resolves `executable='policy_node'` to (its libexec directory check).
+    assert prefix == f"{install}/snapflow_ros"
+    assert os.access(Path(prefix) / "lib" / "snapflow_ros" / "policy_node", os.X_OK)
+    assert ament_path.split(os.pathsep)[-1] == sys.prefix, ament_path

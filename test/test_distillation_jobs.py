@@ -5,13 +5,15 @@ the bag and topic named when the bags do not fit."""
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from snapflow_distill.jobs import JobQueue, JobSpec, JobState
+from snapflow_distill.jobs import JOB_LOG, DistillCommand, JobProcess, JobQueue, JobSpec, JobState
 from snapflow_ros.errors import ConfigError
+from snapflow_ros.events import DoneEvent, ErrorEvent, ProgressEvent, parse_line, to_line
 
 
 def _spec(recorded: dict, output: Path, **changes) -> JobSpec:
@@ -28,7 +30,8 @@ def _wait(job, condition, timeout_s: float = 120.0) -> None:
 
 
 def test_job_writes_a_student_and_reports_progress_while_the_next_waits(recorded, tmp_path):
-    from snapflow_ros.policy.checkpoint import checkpoint_id, load_policy, read_config
+    from snapflow_ros.families.registry import load_policy
+    from snapflow_ros.files import checkpoint_id, read_config
 
     updates = []
     queue = JobQueue(on_update=updates.append)
@@ -93,3 +96,81 @@ def test_jobs_that_cannot_run_are_refused_before_a_process_starts(recorded, tmp_
     with pytest.raises(ConfigError, match="already holds a student"):
         queue.submit(_spec(recorded, tmp_path / "done"))
     assert not queue.jobs
+
+
+def test_job_command_maps_every_field_to_the_distill_argument_of_that_name(tmp_path):
+    from snapflow_ros.cli.main import build_parser
+
+    spec = JobSpec(bags=("b1", "b2"), teacher="t", output_dir=str(tmp_path / "out"), dataset_config="d.yaml",
+                   steps=40, learning_rate=1e-05, alpha=0.3, seed=7, device="cpu")
+    command = DistillCommand.for_job(spec)
+    argv = command.argv()
+    assert argv[1:4] == ["-m", "snapflow_ros.cli.main", "distill"]
+    args = build_parser().parse_args(argv[3:])
+    assert args.command == "distill" and args.teacher == Path("t")
+    assert args.bags == [Path("b1"), Path("b2")] and args.bag_config == Path("d.yaml")
+    assert args.output == tmp_path / "out" and args.holdout_episodes == 0 and args.progress_format == "json"
+    assert (args.steps, args.lr, args.alpha, args.seed, args.device, args.log_every) == (40, 1e-05, 0.3, 7, "cpu", 2)
+    defaults = build_parser().parse_args(["distill", "t", "--output", "o"])
+    # 0 in the job message: the command's own default, not 0.
+    assert args.batch_size == defaults.batch_size and args.consistency_weight == defaults.consistency_weight
+
+
+def test_event_lines_round_trip_and_anything_else_is_ignored():
+    progress = ProgressEvent(3, 10, float("nan"), 0.5, 0.25, 1e-3, 2.0, 3.5)
+    parsed = parse_line(to_line(progress))
+    assert parsed.step == 3 and parsed.eta_seconds == 3.5 and parsed.loss != parsed.loss  # NaN kept
+    assert "NaN" not in to_line(progress)  # strict JSON on the wire
+    assert parse_line(to_line(DoneEvent(student="s/policy"))) == DoneEvent(student="s/policy")
+    error = ErrorEvent("BagError", "bag x: no messages\non two lines")
+    assert parse_line(to_line(error)) == error and "\n" not in to_line(error)  # one line, whatever the message
+    for line in ("student written to x", "{", "[1, 2]", "3", "null", '"text"', '{"step": 1}',
+                 '{"event": "later-kind"}', '{"event": "progress", "step": "one"}',
+                 '{"event": "progress", "step": true, "total_steps": 1}', '{"event": "error"}', "\ufffd\x00"):
+        assert parse_line(line) is None, line
+
+
+def test_a_failing_child_reports_its_reason_on_the_json_channel(recorded, tmp_path):
+    missing = tmp_path / "no_such_bag"
+    # Past the parent's checks (the bag vanished after submission): the child finds out and says so.
+    job = JobProcess(_spec(recorded, tmp_path / "run", bags=(str(missing),)))
+    job.start()
+    assert job.finished.wait(120.0), job.status
+    assert job.status.state == JobState.FAILED
+    assert job.status.message.startswith("BagError: ") and str(missing) in job.status.message
+    assert str(missing) in (tmp_path / "run" / JOB_LOG).read_text()  # the human line, kept for humans
+    assert not (tmp_path / "run" / "policy").exists()
+
+
+def test_garbage_on_the_childs_stdout_does_not_break_the_parsing(tmp_path, monkeypatch):
+    script = tmp_path / "child.py"
+    progress = to_line(ProgressEvent(5, 10, 0.5, 0.4, 0.1, 1e-3, 20.0, 0.25))
+    script.write_text(
+        "import sys\n"
+        "print('loading teacher... {not json')\n"
+        "sys.stdout.flush(); sys.stdout.buffer.write(b'\\xff\\xfe binary\\n'); sys.stdout.buffer.flush()\n"
+        f"print({progress!r})\n"
+        "print('[1, 2, 3]'); print('{\"event\": \"progress\"}'); print('{\"event\": \"unknown\"}')\n"
+        f"print({to_line(ErrorEvent('FloatingPointError', 'loss became nan at step 6'))!r})\n"
+        "print('a traceback, for humans', file=sys.stderr)\n"
+        "sys.exit(1)\n")
+    monkeypatch.setattr(JobSpec, "command", lambda self: [sys.executable, str(script)])
+    updates = []
+    job = JobProcess(JobSpec(bags=("b",), teacher="t", output_dir=str(tmp_path / "run"), dataset_config="d"),
+                     on_update=updates.append)
+    job.start()
+    assert job.finished.wait(60.0), job.status
+    assert job.status.state == JobState.FAILED
+    assert job.status.message == "FloatingPointError: loss became nan at step 6"
+    assert [u.step for u in updates if u.step] and job.status.step == 5 and job.status.total_steps == 10
+    assert "a traceback, for humans" in (tmp_path / "run" / JOB_LOG).read_text()
+
+
+def test_a_child_that_dies_without_an_error_line_is_reported_with_its_log(tmp_path, monkeypatch):
+    monkeypatch.setattr(JobSpec, "command", lambda self: [sys.executable, "-c", "import os; os._exit(3)"])
+    job = JobProcess(JobSpec(bags=("b",), teacher="t", output_dir=str(tmp_path / "run"), dataset_config="d"))
+    job.start()
+    assert job.finished.wait(60.0)
+    assert job.status.state == JobState.FAILED
+    assert job.status.message == (f"job process exited with code 3 and reported no error "
+                                  f"(its stderr: {tmp_path / 'run' / JOB_LOG})")

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from snapflow_distill.synthetic import INSTRUCTION
 from snapflow_ros.bags.demo_bags import JOINTS
-from snapflow_ros.policy.checkpoint import checkpoint_id
+from snapflow_ros.data.synthetic_reach import INSTRUCTION
+from snapflow_ros.files import checkpoint_id
 
 pytestmark = pytest.mark.ros
 

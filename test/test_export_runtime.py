@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import save_small_student
 from snapflow_distill.synthetic import make_dataset
 from snapflow_ros.errors import CheckpointError
 from snapflow_ros.export.manifest import Manifest
 from snapflow_ros.export.onnx_export import export_policy
 from snapflow_ros.export.validate import validate_export
-from snapflow_ros.policy.checkpoint import load_policy, save_policy
+from snapflow_ros.families.registry import load_policy
+from snapflow_ros.files import save_policy
 from snapflow_ros.runtime.backends import OnnxRuntimeBackend, TorchBackend
-
-from conftest import save_small_student
 
 SNAPFLOW = str(Path(sys.executable).parent / "snapflow")
 

@@ -14,15 +14,19 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import REPO, save_small_student
 from snapflow_ros.errors import ConfigError
 from snapflow_ros.export.onnx_export import export_policy
 from snapflow_ros.runtime import backends
-from snapflow_ros.runtime.backends import (CPU, CUDA, TENSORRT, OnnxRuntimeBackend, execution_providers,
-                                           usable_providers)
-from snapflow_ros.runtime.gpu_check import (LATENCY_KEYS, ort_latency, read_report, record_skip, render_markdown,
-                                            run_step)
-
-from conftest import REPO, save_small_student
+from snapflow_ros.runtime.backends import CPU, CUDA, TENSORRT, OnnxRuntimeBackend, execution_providers, usable_providers
+from snapflow_ros.runtime.gpu_check import (
+    LATENCY_KEYS,
+    ort_latency,
+    read_report,
+    record_skip,
+    render_markdown,
+    run_step,
+)
 
 GPU_ORT = [TENSORRT, CUDA, CPU]
 
@@ -177,7 +181,8 @@ def test_markdown_table_has_one_row_per_family_and_backend():
                                "stages": {"end_to_end": {"max_abs": 0.01}}}}}}
     markdown = render_markdown(report)
     assert markdown.startswith("# GPU check: NVIDIA H200")
-    assert "| pi05 | torch (cuda, bfloat16) | 2.00 (3.00) | 2.00 (3.00) | 2.00 (3.00) | 2.00 (3.00) | 4.50 |" in markdown
+    assert ("| pi05 | torch (cuda, bfloat16) | 2.00 (3.00) | 2.00 (3.00) | 2.00 (3.00) | 2.00 (3.00) | 4.50 |"
+            in markdown)
     assert "| pi05 | onnxruntime cuda (fp16) |" in markdown
     assert "| pi05 | True | 0.01 | 0.05 | CUDAExecutionProvider, CPUExecutionProvider |" in markdown
     assert "partial" not in markdown

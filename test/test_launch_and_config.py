@@ -8,7 +8,11 @@ launch arguments); the YAML file is loaded by a real node through --params-file.
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from importlib.metadata import entry_points
+from pathlib import Path
 
 import pytest
 import yaml
@@ -53,6 +57,38 @@ def test_launch_starts_an_installed_executable(launch_tree):
     assert keywords["package"].value == "snapflow_ros"
     scripts = {ep.name for ep in entry_points(group="console_scripts") if ep.value.startswith("snapflow_ros.")}
     assert keywords["executable"].value in scripts
+
+
+def _fresh_interpreter(code: str, ament_prefix_path: str | None) -> str:
+    """stdout of `python -c code` started as a user would, AMENT_PREFIX_PATH set or not."""
+    env = {k: v for k, v in os.environ.items() if k != "AMENT_PREFIX_PATH"}
+    if ament_prefix_path is not None:
+        env["AMENT_PREFIX_PATH"] = ament_prefix_path
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_venv_prefix_comes_after_a_sourced_workspace_on_the_ament_path():
+    show = "import os; print(os.environ['AMENT_PREFIX_PATH'])"
+    assert _fresh_interpreter(show, "/some/ws").split(os.pathsep) == ["/some/ws", sys.prefix]
+    assert _fresh_interpreter(show, None) == sys.prefix  # nothing sourced: the venv alone
+    already = os.pathsep.join([sys.prefix, "/some/ws"])
+    assert _fresh_interpreter(show, already) == already  # never twice, never reordered
+
+
+def test_the_venv_prefix_has_the_executables_where_ros2_run_and_launch_look():
+    # launch_ros and `ros2 run` take <package prefix>/lib/<package>/<executable>.
+    code = "from ament_index_python.packages import get_package_prefix as p; print(p('snapflow_ros'))"
+    prefix = Path(_fresh_interpreter(code, None))
+    assert prefix == Path(sys.prefix)
+    scripts = {ep.name for ep in entry_points(group="console_scripts") if ep.value.startswith("snapflow_ros.")}
+    assert {"policy_node", "distillation_server", "sim_robot"} <= scripts
+    for name in scripts:
+        assert os.access(prefix / "lib" / "snapflow_ros" / name, os.X_OK), name
+    result = subprocess.run([str(prefix / "lib" / "snapflow_ros" / "snapflow"), "--version"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "snapflow_ros" in result.stdout, result.stderr
 
 
 def test_launch_names_only_declared_parameters_and_topics(ros, launch_tree):

@@ -12,7 +12,7 @@ from lerobot.policies.pi05.configuration_pi05 import PI05Config  # noqa: E402
 from lerobot.policies.smolvla.configuration_smolvla import SmolVLAConfig  # noqa: E402
 
 from snapflow_ros.families.lerobot import architectures as arch  # noqa: E402
-from snapflow_ros.families.lerobot.builders import pi_architecture  # noqa: E402
+from snapflow_ros.families.lerobot.construction import pi_architecture  # noqa: E402
 
 
 def build_pi_on_meta() -> modeling_pi0.PaliGemmaWithExpertModel:

@@ -16,9 +16,11 @@ from snapflow_distill.loss import consistency_loss, flow_matching_loss
 from snapflow_distill.synthetic import make_dataset
 from snapflow_distill.trainer import TrainConfig, Trainer
 from snapflow_ros.errors import CheckpointError
-from snapflow_ros.families.lerobot.builders import build_lerobot_checkpoint, pi_architecture
+from snapflow_ros.families.lerobot.builders import build_lerobot_checkpoint
+from snapflow_ros.families.lerobot.construction import pi_architecture
+from snapflow_ros.families.registry import load_policy
+from snapflow_ros.files import save_policy
 from snapflow_ros.flow.sampling import euler_sample
-from snapflow_ros.policy.checkpoint import load_policy, save_policy
 
 FAMILIES = ["pi0", "pi05", "smolvla"]
 
@@ -213,7 +215,7 @@ def test_bench_lerobot_reports_prefix_step_and_ratio(tmp_path):
         assert timing["ratio_end_to_end_10_over_1"] > 1.5
 
 
-_LOAD = ("import sys; from snapflow_ros.policy.checkpoint import load_policy; "
+_LOAD = ("import sys; from snapflow_ros.families.registry import load_policy; "
          "p = load_policy(sys.argv[1]); print(p.processor.tokenizer_dir)")
 
 

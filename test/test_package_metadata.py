@@ -3,16 +3,13 @@ every ROS package the code imports is declared as a dependency."""
 
 from __future__ import annotations
 
-import ast
 from importlib.metadata import distribution
-from pathlib import Path
 
 import pytest
 from catkin_pkg.package import parse_package
 
 import snapflow_ros
-
-from conftest import REPO
+from conftest import REPO, top_level_imports
 
 
 @pytest.mark.parametrize("path", ["package.xml", "msg/package.xml"])
@@ -36,23 +33,12 @@ def test_build_types():
     assert "rosidl_interface_packages" in [g.name for g in interfaces.member_of_groups]
 
 
-def _imported_top_levels(paths: list[Path]) -> set[str]:
-    names = set()
-    for path in paths:
-        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            if isinstance(node, ast.Import):
-                names.update(alias.name.split(".")[0] for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names.add(node.module.split(".")[0])
-    return names
-
-
 def test_every_imported_ros_package_is_declared():
     from ament_index_python.packages import get_packages_with_prefixes
 
     ros_packages = set(get_packages_with_prefixes()) | {"launch", "launch_ros"}
     sources = sorted((REPO / "snapflow_ros").rglob("*.py")) + sorted((REPO / "launch").glob("*.py"))
-    imported = _imported_top_levels(sources) & ros_packages
+    imported = set().union(*map(top_level_imports, sources)) & ros_packages
     imported.discard("snapflow_ros")
     package = parse_package(REPO / "package.xml")
     declared = {d.name for d in package.exec_depends + package.build_export_depends}

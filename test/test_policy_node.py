@@ -118,19 +118,17 @@ def test_publishing_resumes_when_inputs_become_valid(ros):
     assert node.hold_reason == ""
 
 
-def test_missing_joint_names_is_a_config_error(ros):
-    from snapflow_ros.errors import ConfigError
+def test_missing_joint_names_leaves_the_node_unconfigured_with_the_reason(ros):
     from snapflow_ros.ros.policy_node import PolicyNode
 
-    with pytest.raises(ConfigError, match="joint_names"):
-        PolicyNode(context=ros.context)
+    node = ros.node(PolicyNode)
+    assert node.lifecycle_state == "unconfigured" and "parameter 'joint_names' is required" in node.configure_error
 
 
-def test_missing_checkpoint_is_refused_at_start(ros, tmp_path):
-    from snapflow_ros.errors import CheckpointError
-
-    with pytest.raises(CheckpointError, match="config.json missing"):
-        _policy_node(ros, checkpoint=str(tmp_path))
+def test_missing_checkpoint_is_refused_at_configure(ros, tmp_path):
+    node = _policy_node(ros, checkpoint=str(tmp_path))
+    assert node.lifecycle_state == "unconfigured" and "config.json missing" in node.configure_error
+    assert node.slot.policy is None
 
 
 def test_qos_is_configurable_through_standard_overrides(ros):
@@ -141,3 +139,61 @@ def test_qos_is_configurable_through_standard_overrides(ros):
     subscription = next(s for s in node.subscriptions if s.topic_name == "/joint_states")
     assert subscription.qos_profile.reliability == ReliabilityPolicy.RELIABLE  # default is best effort
     assert node.chunk_publisher.qos_profile.depth == 3
+
+
+def _lifecycle(ros, probe, node_name: str = "/policy_node"):
+    """change_state / get_state through the node's lifecycle services, as `ros2 lifecycle` calls them."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+
+    change = probe.node.create_client(ChangeState, f"{node_name}/change_state")
+    get = probe.node.create_client(GetState, f"{node_name}/get_state")
+    assert ros.spin_until(lambda: change.service_is_ready() and get.service_is_ready())
+
+    def call(client, request):
+        future = client.call_async(request)
+        assert ros.spin_until(future.done, 30.0)
+        return future.result()
+
+    def transition(label: str) -> bool:
+        return call(change, ChangeState.Request(transition=Transition(label=label))).success
+
+    def state() -> str:
+        return call(get, GetState.Request()).current_state.label
+
+    return transition, state
+
+
+def test_lifecycle_configure_activate_deactivate_over_the_services(ros):
+    node = _policy_node(ros, autostart=False, chunk_rate_hz=10.0)
+    probe = _Probe(ros)
+    transition, state = _lifecycle(ros, probe)
+    assert state() == "unconfigured" and node.slot.policy is None
+    assert transition("configure") and state() == "inactive"
+    assert node.slot.policy.policy_id == "builtin:hold-position"  # loaded, warmed up, checked
+    assert not _feed_until(ros, probe, JOINTS, [0.1, 0.2, 0.3], lambda: probe.chunks, timeout_s=0.5)
+    assert transition("activate") and state() == "active"
+    assert _feed_until(ros, probe, JOINTS, [0.1, 0.2, 0.3], lambda: len(probe.chunks) >= 2)
+    assert transition("deactivate") and state() == "inactive"
+    ros.spin_for(0.15)  # a chunk already on the wire may still arrive
+    published = len(probe.chunks)
+    # deactivated: nothing within several periods (0.1 s) although the inputs are valid
+    assert not _feed_until(ros, probe, JOINTS, [0.1, 0.2, 0.3], lambda: len(probe.chunks) > published, timeout_s=0.5)
+    assert transition("activate") and _feed_until(ros, probe, JOINTS, [0.1, 0.2, 0.3],
+                                                  lambda: len(probe.chunks) > published)
+    assert transition("deactivate") and transition("cleanup") and state() == "unconfigured"
+    assert node.slot.policy is None  # released
+
+
+def test_configure_with_a_corrupt_checkpoint_stays_unconfigured_and_says_why(ros, tmp_path):
+    from conftest import save_small_student
+
+    student = save_small_student(tmp_path / "student", state_dim=3, action_dim=3, chunk_size=5, width=32,
+                                 num_heads=4, num_layers=1, joint_names=tuple(JOINTS))
+    (student / "model.safetensors").write_bytes(b"not a tensor file")
+    node = _policy_node(ros, autostart=False, checkpoint=str(student))
+    probe = _Probe(ros)
+    transition, state = _lifecycle(ros, probe)
+    assert not transition("configure") and state() == "unconfigured"
+    assert "model.safetensors: unreadable" in node.configure_error and node.slot.policy is None
+    assert not _feed_until(ros, probe, JOINTS, [0.1, 0.2, 0.3], lambda: probe.chunks, timeout_s=0.3)

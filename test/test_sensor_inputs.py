@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from snapflow_ros.errors import InputError
-from snapflow_ros.sensors.assembly import HoldError, ObservationAssembler
+from snapflow_ros.errors import HoldError, InputError
+from snapflow_ros.sensors.assembly import ObservationAssembler
 from snapflow_ros.sensors.images import decode_compressed, decode_raw, encode_compressed, encode_raw
 
 RGB = np.random.default_rng(0).integers(0, 256, (6, 5, 3), dtype=np.uint8)

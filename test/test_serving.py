@@ -8,12 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import save_small_student
 from snapflow_ros.errors import CheckpointError, ConfigError
 from snapflow_ros.export.onnx_export import export_policy
 from snapflow_ros.policy.observation import Observation
 from snapflow_ros.runtime.serving import PolicySlot, load_served_policy
-
-from conftest import save_small_student
 
 
 @pytest.fixture(scope="module")

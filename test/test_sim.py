@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from snapflow_ros.errors import ConfigError
+from snapflow_ros.sim.evaluation import SIM_EXECUTOR
 from snapflow_ros.sim.robot import STATE_NAMES, MetaWorldRobot
 from snapflow_ros.sim.rollout import CAMERA, run_episode
 from snapflow_ros.sim.tasks import TaskExpert, get_task, load_tasks
@@ -129,6 +130,8 @@ def test_layouts_follow_the_seed_and_the_camera_shows_the_goal():
 class _ExpertPolicy:
     """A ServedPolicy stand-in that answers with the expert's next targets."""
 
+    policy_id = "expert"
+
     def __init__(self, expert: TaskExpert) -> None:
         self.expert, self.calls = expert, 0
 
@@ -144,7 +147,7 @@ def test_closed_loop_episode_runs_a_policy_chunk_by_chunk():
         expert = robot.task.expert(robot, 0)
         expert.reset()
         policy = _ExpertPolicy(expert)
-        result = run_episode(robot, policy, replan_every=3, seed=0)  # 3 of each chunk's 4 targets
+        result = run_episode(robot, policy, SIM_EXECUTOR, 3, seed=0)  # 3 of each chunk's 4 targets
         assert result.success and policy.calls == len(result.latencies_ms) == -(-result.steps // 3)
         with pytest.raises(ValueError, match="4 finite values"):
             robot.step(np.array([0.0, np.nan, 0.2, 1.0]))
@@ -165,7 +168,8 @@ def test_report_pools_tasks_and_plots_every_policy(tmp_path):
     from snapflow_ros.sim.evaluation import EpisodeResult, overall, summarize, write_plot
 
     def rows(successes: int, latency: float) -> dict:
-        results = [EpisodeResult(i < successes, "" if i < successes else "hit the pillar", 40, [latency]) for i in range(10)]
+        results = [EpisodeResult(i < successes, "" if i < successes else "hit the pillar", 40, [latency])
+                   for i in range(10)]
         return summarize(results)
 
     per_task = {"a": {"teacher@10": rows(9, 8.0), "teacher@1": rows(3, 2.0)},

@@ -13,7 +13,7 @@ import pytest
 
 from snapflow_ros.bags.dataset import load_bag_dataset
 from snapflow_ros.sim.robot import STATE_NAMES
-from snapflow_ros.sim.tasks import sim_bag_config
+from snapflow_ros.sim.topics import sim_bag_config
 
 pytestmark = pytest.mark.ros
 
@@ -59,14 +59,14 @@ def test_policy_mode_executes_chunks_and_reports_episodes(ros, command):
     from rclpy.parameter import Parameter
     from sensor_msgs.msg import JointState
     from snapflow_interfaces.msg import EpisodeResult
-
     from trajectory_msgs.msg import JointTrajectory
 
     from snapflow_ros.ros.conversions import chunk_to_msg, chunk_to_trajectory, time_to_ns
     from snapflow_ros.ros.qos import COMMAND_QOS, SENSOR_QOS
     from snapflow_ros.ros.sim_robot import SimRobotNode
 
-    robot = ros.node(SimRobotNode, parameter_overrides=[Parameter("task", value="reach"), Parameter("episodes", value=2),
+    robot = ros.node(SimRobotNode, parameter_overrides=[Parameter("task", value="reach"),
+                                                        Parameter("episodes", value=2),
                                                         Parameter("control_rate_hz", value=50.0)])
     driver = ros.node(Node, "driver")
     as_message = chunk_to_msg if command == "action_chunk" else chunk_to_trajectory
@@ -162,9 +162,11 @@ def test_main_job_end_to_end_at_toy_size(tmp_path):
     assert report["ros_closed_loop_student"]["reach"]["episodes"] == 1
     assert (workdir / "success_vs_latency.svg").read_text().startswith("<svg")
     assert "student@1" in result.stdout  # the table
-    assert "what the full sim-table showed" in result.stdout and "reach-either (3 seeds x 100 episodes)" in result.stdout
+    assert "what the full sim-table showed" in result.stdout
+    assert "reach-either (3 seeds x 100 episodes)" in result.stdout
     evaluated = subprocess.run([str(Path(sys.executable).parent / "snapflow"), "sim-eval", "--teacher",
-                                report["teacher"], "--student", report["student"], "--tasks", "reach", "--episodes", "1",
+                                report["teacher"], "--student", report["student"], "--tasks", "reach",
+                                "--episodes", "1",
                                 "--extra-steps", "2", "--json", str(tmp_path / "eval.json"),
                                 "--plot", str(tmp_path / "eval.svg")], capture_output=True, text=True, timeout=600)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from snapflow_ros.errors import ConfigError
-from snapflow_ros.sim.statistics import wilson_interval
 from snapflow_ros.sim.statistics import (
     markdown_table,
     mcnemar_exact,
@@ -23,6 +22,7 @@ from snapflow_ros.sim.statistics import (
     summary_lines,
     t_cdf,
     t_quantile,
+    wilson_interval,
     write_seed_plot,
 )
 

@@ -30,7 +30,8 @@ def test_sim_table_over_three_seeds_is_cached_and_reproducible(tmp_path):
     assert report["multimodal"] == {"reach-either": True}
     assert "| reach-either | student@1 vs teacher@1 |" in (tmp_path / "table.md").read_text()
     # Independent seeds: each trains its own teacher.
-    teachers = {(tmp_path / f"seed-{seed}" / "teacher" / "policy" / "model.safetensors").read_bytes() for seed in range(3)}
+    teachers = {(tmp_path / f"seed-{seed}" / "teacher" / "policy" / "model.safetensors").read_bytes()
+                for seed in range(3)}
     assert len(teachers) == 3
 
     again = subprocess.run(command, capture_output=True, text=True, timeout=600)

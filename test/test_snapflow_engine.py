@@ -7,13 +7,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from snapflow_distill.data import InMemoryChunkDataset
 from snapflow_distill.loss import consistency_target, flow_matching_loss
 from snapflow_distill.synthetic import make_dataset, task_config
 from snapflow_distill.trainer import TrainConfig, Trainer
+from snapflow_ros.data.chunks import InMemoryChunkDataset
 from snapflow_ros.families.builtin import BuiltinVLA
+from snapflow_ros.families.registry import load_policy
+from snapflow_ros.files import save_policy
 from snapflow_ros.flow.sampling import euler_sample
-from snapflow_ros.policy.checkpoint import load_policy, save_policy
 
 
 @pytest.fixture(scope="module")
@@ -155,8 +156,8 @@ def test_resume_continues_bit_for_bit(data, tmp_path, objective):
 
 
 def test_several_cameras_and_resized_images_share_one_prefix():
-    from snapflow_ros.families.builtin import BuiltinVLAConfig
     from snapflow_ros.errors import InputError
+    from snapflow_ros.families.builtin import BuiltinVLAConfig
 
     torch.manual_seed(0)
     policy = BuiltinVLA(BuiltinVLAConfig(cameras=("left", "right"), width=32, num_layers=1))

@@ -72,7 +72,7 @@ def test_a_task_of_a_user_file_records_trains_and_evaluates(tmp_path):
     recorded = json.loads(snapflow("sim-record", "--task-file", str(task_file), "--task", "reach-via-left",
                                    "--episodes", "2", "--output", str(bag), "--rate-hz", "50"))
     assert recorded["successes"] == 2
-    from snapflow_ros.sim.tasks import sim_bag_config
+    from snapflow_ros.sim.topics import sim_bag_config
 
     config = tmp_path / "bag_dataset.yaml"
     sim_bag_config(50.0).write_yaml(config)

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from snapflow_distill.data import ChunkSample, InMemoryChunkDataset
 
 from snapflow_ros.bags.alignment import (
     control_ticks,
@@ -32,6 +31,7 @@ from snapflow_ros.bags.reader import (
     TopicStream,
     read_topics,
 )
+from snapflow_ros.data.chunks import ChunkSample, InMemoryChunkDataset
 from snapflow_ros.errors import BagError, ConfigError, InputError
 from snapflow_ros.policy.contract import RawBatch
 from snapflow_ros.sensors.images import decode_compressed, decode_raw

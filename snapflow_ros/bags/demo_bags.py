@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from snapflow_distill.synthetic import INSTRUCTION, expert_routes, render
 
 from snapflow_ros.bags.config import BagDatasetConfig
 from snapflow_ros.bags.typestore import writing_typestore
+from snapflow_ros.data.synthetic_reach import INSTRUCTION, expert_routes, render
 from snapflow_ros.errors import ConfigError
-from snapflow_ros.policy.checkpoint import atomic_path
+from snapflow_ros.files import atomic_path
 from snapflow_ros.sensors.images import encode_compressed, encode_raw
 
 COMMAND_TYPES = {
@@ -80,7 +80,8 @@ def write_demo_bag(path: Path, spec: DemoBagSpec = DemoBagSpec()) -> Path:
     path = Path(path)
     with atomic_path(path) as staging:
         with Writer(staging, version=9, storage_plugin=plugin) as writer:
-            image_type = "sensor_msgs/msg/CompressedImage" if spec.image_format == "compressed" else "sensor_msgs/msg/Image"
+            image_type = ("sensor_msgs/msg/CompressedImage" if spec.image_format == "compressed"
+                          else "sensor_msgs/msg/Image")
             connections = {
                 "camera": writer.add_connection(spec.camera_topic, image_type, typestore=store),
                 "joints": writer.add_connection("/joint_states", "sensor_msgs/msg/JointState", typestore=store),
@@ -133,7 +134,8 @@ def _episode(spec: DemoBagSpec, T, rng, t0: int, header, emit, episode: int) -> 
         tick = int(t * spec.command_hz + 1e-9)
         if abs(t * spec.command_hz - round(t * spec.command_hz)) < 1e-6 and tick < len(targets):
             target = targets[tick]
-            emit("command", stamp + 2_000_000, _command(spec, T, header(stamp + 2_000_000), target), COMMAND_TYPES[spec.command_type])
+            emit("command", stamp + 2_000_000, _command(spec, T, header(stamp + 2_000_000), target),
+                 COMMAND_TYPES[spec.command_type])
         position = position + (target - position) * (1 - math.exp(-dt / spec.servo_tau_s))
         values = {"gripper": 0.0, "hand_x": position[0], "hand_y": position[1]}
         emit("joints", stamp, T["sensor_msgs/msg/JointState"](

@@ -14,7 +14,7 @@ import torch
 
 from snapflow_ros.bags.dataset import BagChunkDataset
 from snapflow_ros.errors import ConfigError
-from snapflow_ros.policy.checkpoint import atomic_path
+from snapflow_ros.files import atomic_path
 
 
 def contiguous_runs(data: BagChunkDataset, period_ns: int) -> list[torch.Tensor]:

@@ -17,6 +17,7 @@ from snapflow_ros.cli.options import (
     add_device_flag,
     check_data_fits,
     device,
+    json_outcome,
     progress,
     task_data,
     train_config,
@@ -71,8 +72,8 @@ def ablate(args: argparse.Namespace) -> dict[str, Any]:
         markdown_table,
         train_students,
     )
-
-    from snapflow_ros.policy.checkpoint import checkpoint_id, load_policy
+    from snapflow_ros.families.registry import load_policy
+    from snapflow_ros.files import checkpoint_id
 
     if args.closed_loop_task is not None and args.bags is None:
         raise ConfigError(f"--closed-loop-task {args.closed_loop_task} needs students of that task: distil "
@@ -154,13 +155,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="training batch size (default: 64)")
     p.add_argument("--lr", type=float, default=2e-3, help="teacher learning rate (default: 2e-3)")
     p.add_argument("--student-lr", type=float, default=1e-3, help="distillation learning rate (default: 1e-3)")
-    p.add_argument("--chunk-size", type=int, default=8, help="actions per chunk of the teacher trained here (default: 8)")
+    p.add_argument("--chunk-size", type=int, default=8,
+                   help="actions per chunk of the teacher trained here (default: 8)")
     add_capacity_flags(p)
     p.add_argument("--eval-batch-size", type=int, default=32, help="held-out samples sampled at once (default: 32)")
     p.add_argument("--latency-repeats", type=int, default=10, help="timed calls per row, JSON only (default: 10)")
-    p.add_argument("--log-every", type=int, default=100, help="steps between progress lines and metrics.jsonl rows (default: 100)")
+    p.add_argument("--log-every", type=int, default=100,
+                   help="steps between progress lines and metrics.jsonl rows (default: 100)")
     p.add_argument("--progress-format", choices=("text", "json"), default="text",
-                   help="text: progress lines on stderr; json: JSON lines on stdout (default: text)")
+                   help="text: progress lines on stderr; json: progress, done and error events as JSON lines "
+                   "on stdout (default: text)")
     p.add_argument("--closed-loop-task", default=None,
                    help="also run every row closed loop on this simulated task (reach-either, ...) for "
                    "--closed-loop-episodes shared episodes; needs --bags recorded from that task")
@@ -174,4 +178,4 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     # The rest of what train_config reads; alpha and lambda are each variant's own.
     p.set_defaults(warmup=100, ema=0.0, checkpoint_every=500, keep_checkpoints=2, workers=0,
                    gradient_checkpointing=False, alpha=0.5, consistency_weight=0.1)
-    p.set_defaults(run=lambda a: write_json(ablate(a), a.json or a.workdir / "report.json"))
+    p.set_defaults(run=json_outcome(lambda a: write_json(ablate(a), a.json or a.workdir / "report.json")))

@@ -68,9 +68,9 @@ def bench_bags(args: argparse.Namespace) -> int:
     """Bag reading throughput per storage and image format, then SnapFlow steps/s on the built-in
     policy from the same bags, in one run."""
     import torch
+
     from snapflow_distill.synthetic import task_config
     from snapflow_distill.trainer import TrainConfig, Trainer
-
     from snapflow_ros.bags.dataset import load_bag_dataset
     from snapflow_ros.bags.demo_bags import write_demo_bags
     from snapflow_ros.families.builtin import BuiltinVLA

@@ -53,7 +53,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=None,
                    help="denoising steps recorded for the runtime (default: 1 for a SnapFlow student, else 10)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default: 18)")
-    p.add_argument("--fp16", action="store_true", help="convert the graphs to float16 (inputs/outputs stay as they are)")
+    p.add_argument("--fp16", action="store_true",
+                   help="convert the graphs to float16 (inputs/outputs stay as they are)")
     p.add_argument("--monolithic", type=int, nargs="*", default=[],
                    help="also export single graphs running prefix + N steps, for each N given (benchmarks)")
     p.set_defaults(run=export)
@@ -80,8 +81,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--student", type=Path, required=True, help="student checkpoint directory")
     p.add_argument("--teacher-steps", type=int, default=10, help="teacher denoising steps (default: 10)")
     p.add_argument("--workdir", type=Path, default=Path("runs/bench"), help="exports go here (default: runs/bench)")
-    p.add_argument("--json", type=Path, default=Path("runs/bench/report.json"), help="report file (default: runs/bench/report.json)")
+    p.add_argument("--json", type=Path, default=Path("runs/bench/report.json"),
+                   help="report file (default: runs/bench/report.json)")
     p.add_argument("--repeats", type=int, default=50, help="timed calls per measurement (default: 50)")
     p.add_argument("--seed", type=int, default=0, help="seed of the observation and noise (default: 0)")
-    p.add_argument("--ort-threads", type=int, default=0, help="onnxruntime intra-op threads; 0: its default (default: 0)")
+    p.add_argument("--ort-threads", type=int, default=0,
+                   help="onnxruntime intra-op threads; 0: its default (default: 0)")
     p.set_defaults(run=bench)

@@ -49,7 +49,7 @@ def bench_lerobot(args: argparse.Namespace) -> dict:
     from snapflow_distill.evaluate import latency_breakdown
     from snapflow_distill.synthetic import task_config
     from snapflow_ros.families.builtin import BuiltinVLA
-    from snapflow_ros.policy.checkpoint import load_policy
+    from snapflow_ros.families.registry import load_policy
 
     data = task_data(args, chunk_size(args))
     report: dict = {"device": str(device(args.device)), "torch_threads": torch.get_num_threads(),
@@ -98,7 +98,8 @@ def _size_flags(p: argparse.ArgumentParser, chunk_default: str) -> None:
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     for name in ("make-lerobot", "make-tiny-lerobot"):  # the second: the older name, tiny by default
-        p = commands.add_parser(name, help="write a random LeRobot pi0/pi05/smolvla checkpoint (tiny, width or full size)",
+        p = commands.add_parser(name,
+                                help="write a random LeRobot pi0/pi05/smolvla checkpoint (tiny, width or full size)",
                                 description="Build a random LeRobot checkpoint (real classes and processors, bundled "
                                 "tokenizer, offline) of the chosen size whose features and normalisation match the "
                                 "data. --size full is the published architecture.")

@@ -1,12 +1,14 @@
 """`snapflow <command>`: the entry point of snapflow_ros without `ros2 run`.
 
 ROS-side commands import rclpy only when run, so `snapflow --help` works on machines that
-only distil.
+only distil. A command that fails exits 2 with one line on stderr saying why (--debug, or
+SNAPFLOW_DEBUG=1, shows the traceback instead).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -14,6 +16,12 @@ from pathlib import Path
 
 from snapflow_ros import __version__
 from snapflow_ros.errors import SnapflowError
+
+# What a command raises for bad input or a failed run, as opposed to a bug: reported in one line.
+# Besides our own errors: what torch, safetensors, numpy and the OS raise for a corrupt file, a
+# full disk, an exhausted GPU or a diverged loss (FloatingPointError).
+REPORTED_ERRORS = (SnapflowError, ValueError, RuntimeError, FloatingPointError, OSError)
+INTERRUPTED = 128 + signal.SIGINT  # the shell's code for a Ctrl-C'd command
 
 
 def _node(args: argparse.Namespace) -> int:
@@ -35,7 +43,7 @@ def _bench_node(args: argparse.Namespace) -> int:
 
     checkpoint = args.checkpoint or _bench_node_policy(args)
     report = bench_node(checkpoint, args.joint_names, args.cameras, args.seconds, args.chunk_rate_hz,
-                        args.camera_hz, args.image_size)
+                        args.camera_hz, args.image_size, args.watermark, args.action_dt)
     write_json(report, args.json)
     return 0
 
@@ -46,7 +54,7 @@ def _bench_node_policy(args: argparse.Namespace) -> Path:
     import torch
 
     from snapflow_ros.families.builtin import BuiltinVLA, BuiltinVLAConfig
-    from snapflow_ros.policy.checkpoint import save_policy
+    from snapflow_ros.files import save_policy
 
     torch.manual_seed(0)
     n = len(args.joint_names)
@@ -62,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="snapflow", description="One-step flow-matching policies for ROS 2 (SnapFlow)."
     )
     parser.add_argument("--version", action="version", version=f"snapflow_ros {__version__}")
+    parser.add_argument("--debug", action="store_true", default=os.environ.get("SNAPFLOW_DEBUG") == "1",
+                        help="let a failure raise with its traceback instead of the one-line reason "
+                        "(also: SNAPFLOW_DEBUG=1)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     node = commands.add_parser(
@@ -87,9 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser(
         "bench-node", help="benchmark the node: overhead over inference, sustained 30 Hz cameras",
-        description="Run policy_node on CHECKPOINT with fake cameras and joint states in one process "
-        "(isolated localhost domain) and report observation->chunk latency minus the inference "
-        "latency of the same chunks, chunk rate, frame rate and memory over the run, as JSON.")
+        description="Run policy_node on CHECKPOINT, event-driven (--watermark), with fake cameras and joint "
+        "states in another process (isolated localhost domain) and report the node's overhead (arrival of "
+        "an observation's last input -> chunk published, minus inference, measured in the node), "
+        "observation->chunk latency, chunk rate, frame rate and memory over the run, as JSON.")
     bench.add_argument("checkpoint", type=Path, nargs="?", default=None,
                        help="checkpoint the node serves (cameras and joints must match the flags); default: "
                        "a built-in VLA made for them next to --json")
@@ -97,7 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="joints of the policy's actions, in order (default: j1..j6 gripper)")
     bench.add_argument("--cameras", nargs="+", default=["front", "left", "right"], help="camera names (default: 3)")
     bench.add_argument("--seconds", type=float, default=30.0, help="measured duration (default: 30)")
-    bench.add_argument("--chunk-rate-hz", type=float, default=10.0, help="node chunk rate (default: 10)")
+    bench.add_argument("--chunk-rate-hz", type=float, default=2.0,
+                       help="node chunk timer, a fallback with a watermark (default: 2)")
+    bench.add_argument("--watermark", type=float, default=0.5,
+                       help="a chunk once this share of the previous one has executed, as soon as the inputs of "
+                       "one moment are in; 0: on the timer only (default: 0.5)")
+    bench.add_argument("--action-dt", type=float, default=1 / 30,
+                       help="seconds per action (default: 1/30; 10-action chunks then start every 1/6 s)")
     bench.add_argument("--camera-hz", type=float, default=30.0, help="rate of each fake camera (default: 30)")
     bench.add_argument("--image-size", type=int, default=96, help="fake camera image side in pixels (default: 96)")
     bench.add_argument("--json", type=Path, default=Path("runs/bench-node/report.json"),
@@ -124,15 +142,29 @@ def _terminate(signum, frame) -> None:
     raise SystemExit(128 + signum)
 
 
+def one_line_reason(error: BaseException) -> str:
+    """The error's message on one line; a non-snapflow error is prefixed with its type, as its
+    message alone may not say what went wrong (e.g. a bare path for FileNotFoundError)."""
+    text = " ".join(str(error).split()) or repr(error)
+    return text if isinstance(error, SnapflowError) else f"{type(error).__name__}: {text}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
     try:
         result = args.run(args)
-    except SnapflowError as error:
-        print(f"snapflow {args.command}: error: {error}", file=sys.stderr)
+    except REPORTED_ERRORS as error:
+        if args.debug:
+            raise
+        print(f"snapflow {args.command}: error: {one_line_reason(error)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"snapflow {args.command}: interrupted", file=sys.stderr)
+        return INTERRUPTED
     return result if isinstance(result, int) else 0  # commands return an exit code or a result
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from collections.abc import Callable
@@ -12,21 +13,42 @@ from pathlib import Path
 import torch
 
 from snapflow_ros.errors import ConfigError
+from snapflow_ros.events import DoneEvent, ErrorEvent, ProgressEvent, emit
 
 TASKS = ("synthetic-detour",)
 
 
 def progress(label: str, fmt: str = "text"):
-    """Progress lines on stderr; fmt json: one JSON object per line on stdout (for job servers)."""
+    """Progress lines on stderr; fmt json: progress events on stdout (snapflow_ros/events.py),
+    for job servers."""
     def report(p) -> None:
         if fmt == "json":
-            print(json.dumps({"event": "progress", **asdict(p)}), flush=True)
+            emit(ProgressEvent.from_fields(asdict(p)))
             return
         print(f"{label}: step {p.step}/{p.total_steps} loss {p.loss:.4f} (fm {p.loss_flow_matching:.4f}, "
               f"consistency {p.loss_consistency:.4f}) {p.steps_per_second:.1f} steps/s "
               f"eta {p.eta_seconds:.0f}s", file=sys.stderr, flush=True)
     return report
 
+
+
+def json_outcome(run: Callable[[argparse.Namespace], object], done: str | None = None):
+    """A command's run(args) that, under --progress-format json, also reports how it ended on the
+    event channel: a done event (the returned path under key `done`, e.g. "student") or an error
+    event for any exception. The exception still propagates, so main's error handler prints the
+    human line and chooses the exit code as for every other command."""
+    @functools.wraps(run)
+    def wrapped(args: argparse.Namespace):
+        if getattr(args, "progress_format", "text") != "json":
+            return run(args)
+        try:
+            result = run(args)
+        except Exception as error:  # not SystemExit: a cancelled (SIGTERM) job is not a failure
+            emit(ErrorEvent.of(error))
+            raise
+        emit(DoneEvent(**({done: str(result)} if done else {})))
+        return result
+    return wrapped
 
 @dataclass
 class TaskData:
@@ -175,19 +197,24 @@ def add_train_flags(p: argparse.ArgumentParser, steps: int | None, lr: float) ->
     p.add_argument("--batch-size", type=int, default=64, help="batch size (default: 64)")
     p.add_argument("--lr", type=float, default=lr, help=f"peak AdamW learning rate (default: {lr:g})")
     p.add_argument("--warmup", type=int, default=100, help="linear warmup steps before cosine decay (default: 100)")
-    p.add_argument("--alpha", type=float, default=0.5, help="SnapFlow: share of samples routed to flow matching (default: 0.5)")
-    p.add_argument("--consistency-weight", type=float, default=0.1, help="SnapFlow: lambda, weight of the consistency loss (default: 0.1)")
+    p.add_argument("--alpha", type=float, default=0.5,
+                   help="SnapFlow: share of samples routed to flow matching (default: 0.5)")
+    p.add_argument("--consistency-weight", type=float, default=0.1,
+                   help="SnapFlow: lambda, weight of the consistency loss (default: 0.1)")
     p.add_argument("--ema", type=float, default=0.0, help="EMA decay of the saved weights; 0 disables (default: 0)")
-    p.add_argument("--checkpoint-every", type=int, default=500, help="steps between resumable checkpoints; 0: final only (default: 500)")
+    p.add_argument("--checkpoint-every", type=int, default=500,
+                   help="steps between resumable checkpoints; 0: final only (default: 500)")
     p.add_argument("--keep-checkpoints", type=int, default=2,
                    help="newest resumable checkpoints kept on disk, older ones deleted; 0: keep all (default: 2)")
     p.add_argument("--workers", type=int, default=0,
                    help="DataLoader processes decoding frames (--dataset, --bags) ahead of the training "
                    "step, same batches as without; 0: decode in the step (default: 0)")
-    p.add_argument("--log-every", type=int, default=100, help="steps between progress lines and metrics.jsonl rows (default: 100)")
+    p.add_argument("--log-every", type=int, default=100,
+                   help="steps between progress lines and metrics.jsonl rows (default: 100)")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, batches and noise (default: 0)")
     add_device_flag(p)
     p.add_argument("--progress-format", choices=("text", "json"), default="text",
-                   help="text: progress lines on stderr; json: one JSON object per line on stdout (default: text)")
+                   help="text: progress lines on stderr; json: progress, done and error events as JSON lines "
+                   "on stdout (snapflow_ros/events.py; default: text)")
     p.add_argument("--gradient-checkpointing", action="store_true",
                    help="recompute expert activations in backward instead of storing them (full-size models)")

@@ -15,6 +15,7 @@ def sim_eval(args: argparse.Namespace) -> dict:
     import torch
 
     from snapflow_ros.sim.evaluation import Candidate, evaluate_task, overall, write_plot
+    from snapflow_ros.sim.evaluation_table import format_table
     from snapflow_ros.sim.tasks import get_task, load_tasks
 
     started = time.perf_counter()
@@ -25,8 +26,8 @@ def sim_eval(args: argparse.Namespace) -> dict:
         candidates.append(Candidate("student@1", args.student, 1))
     per_task = {}
     for name in args.tasks or sorted(load_tasks(args.task_file)):
-        per_task[name] = evaluate_task(get_task(name, args.task_file), candidates, args.episodes, args.seed, args.image_size,
-                                       args.replan_every,
+        per_task[name] = evaluate_task(get_task(name, args.task_file), candidates, args.episodes, args.seed,
+                                       args.image_size, args.replan_every,
                                        progress=lambda line: print(f"sim-eval: {line}", file=sys.stderr, flush=True))
     report = {"tasks": per_task, "overall": overall(per_task),
               "settings": {"episodes_per_task": args.episodes, "seed": args.seed, "image_size": args.image_size,
@@ -39,20 +40,6 @@ def sim_eval(args: argparse.Namespace) -> dict:
     return report
 
 
-def format_table(report: dict) -> str:
-    lines = [f"{'task':<14} {'policy':<12} {'success':>8} {'95% CI':>15} {'p50 ms':>8} {'p95 ms':>8}"]
-    for task, rows in report["tasks"].items():
-        for name, r in rows.items():
-            low, high = r["ci95"]
-            lines.append(f"{task:<14} {name:<12} {r['success_rate']:>7.0%} {f'[{low:.0%}, {high:.0%}]':>15} "
-                         f"{r['latency_ms']['p50']:>8.2f} {r['latency_ms']['p95']:>8.2f}")
-    for name, r in report["overall"].items():
-        low, high = r["ci95"]
-        lines.append(f"{'overall':<14} {name:<12} {r['success_rate']:>7.0%} {f'[{low:.0%}, {high:.0%}]':>15} "
-                     f"{r['latency_ms_p50_mean']:>8.2f}")
-    return "\n".join(lines)
-
-
 def sim_record(args: argparse.Namespace) -> dict:
     from snapflow_ros.ros.sim_recording import record_demos
     from snapflow_ros.sim.tasks import get_task
@@ -62,7 +49,12 @@ def sim_record(args: argparse.Namespace) -> dict:
                                   progress=lambda done, total: print(f"sim-record {args.task}: episode {done}/{total}",
                                                                      file=sys.stderr, flush=True),
                                   task_file=args.task_file, real_time=args.real_time)
-    return {"bag": str(path), "task": args.task, **outcomes}
+    if args.bag_config is not None:
+        from snapflow_ros.sim.topics import sim_bag_config
+
+        sim_bag_config(args.rate_hz).write_yaml(args.bag_config)
+    return {"bag": str(path), "task": args.task, **outcomes,
+            "bag_config": None if args.bag_config is None else str(args.bag_config)}
 
 
 def sim_demo(args: argparse.Namespace) -> int:
@@ -140,17 +132,21 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     add_task_file_flag(p)
     p.add_argument("--seeds", type=int, nargs="+", default=list(t.seeds),
                    help="independent seeds (recording, teacher, student, evaluation); at least 3 (default: 0 1 2)")
-    p.add_argument("--demo-episodes", type=int, default=t.demo_episodes, help=f"per task and seed (default: {t.demo_episodes})")
+    p.add_argument("--demo-episodes", type=int, default=t.demo_episodes,
+                   help=f"per task and seed (default: {t.demo_episodes})")
     p.add_argument("--teacher-steps", type=int, default=t.teacher_steps, help=f"default: {t.teacher_steps}")
     p.add_argument("--student-steps", type=int, default=t.student_steps, help=f"default: {t.student_steps}")
-    p.add_argument("--student-lr", type=float, default=t.student_lr, help=f"distillation learning rate (default: {t.student_lr:g})")
+    p.add_argument("--student-lr", type=float, default=t.student_lr,
+                   help=f"distillation learning rate (default: {t.student_lr:g})")
     p.add_argument("--consistency-weight", type=float, default=t.consistency_weight,
                    help=f"SnapFlow's lambda (default: {t.consistency_weight:g}). Students of other settings than the "
-                   "defaults sit beside the default one in each seed and reuse its recordings, teacher and teacher rows")
+                   "defaults sit beside the default one in each seed and reuse its recordings, teacher and "
+                   "teacher rows")
     p.add_argument("--batch-size", type=int, default=t.batch_size, help=f"default: {t.batch_size}")
     p.add_argument("--episodes", type=int, default=t.eval_episodes,
                    help=f"evaluation episodes per policy, task and seed (default: {t.eval_episodes})")
-    p.add_argument("--resamples", type=int, default=t.resamples, help=f"paired bootstrap resamples (default: {t.resamples})")
+    p.add_argument("--resamples", type=int, default=t.resamples,
+                   help=f"paired bootstrap resamples (default: {t.resamples})")
     p.add_argument("--report-dir", type=Path, default=None,
                    help="report.json, table.md and the plot go here (default: --workdir)")
     p.set_defaults(run=sim_table)
@@ -158,7 +154,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("sim-record", help="record expert demonstrations of a simulated task as a bag",
                             description="Run sim_robot in expert mode and record its topics (camera, joint states, "
                             "the expert's joint_commands, instruction, episode_start) into an MCAP bag, through ROS "
-                            "like `ros2 bag record`. Read it with the config of snapflow_ros.sim.tasks.sim_bag_config.")
+                            "like `ros2 bag record`. Read it with the config of "
+                            "snapflow_ros.sim.topics.sim_bag_config.")
     p.add_argument("--task", required=True, help="simulated task")
     add_task_file_flag(p)
     p.add_argument("--episodes", type=int, default=40, help="episodes to record (default: 40)")
@@ -169,6 +166,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--real-time", action="store_true",
                    help="run the robot on its timer against the wall clock, as on a robot; by default it is "
                    "stepped on a simulated clock as fast as the machine allows, and the bag depends on the seed only")
+    p.add_argument("--bag-config", type=Path, default=None,
+                   help="also write the bag dataset YAML that reads this recording (train-teacher, distill, "
+                   "ablate --bags ... --bag-config FILE)")
     p.set_defaults(run=lambda a: write_json(sim_record(a), None))
 
     p = commands.add_parser("sim-eval", help="closed-loop success on the simulated robot, with 95%% CIs",

@@ -14,6 +14,7 @@ from snapflow_ros.cli.options import (
     add_train_flags,
     check_data_fits,
     device,
+    json_outcome,
     progress,
     task_data,
     train_config,
@@ -25,7 +26,6 @@ from snapflow_ros.errors import ConfigError
 def train_teacher(args: argparse.Namespace) -> Path:
     from snapflow_distill.synthetic import task_config
     from snapflow_distill.trainer import Trainer
-
     from snapflow_ros.families.builtin import BuiltinVLA
 
     torch.manual_seed(args.seed)
@@ -43,8 +43,8 @@ def train_teacher(args: argparse.Namespace) -> Path:
 
 def distill(args: argparse.Namespace) -> Path:
     from snapflow_distill.trainer import Trainer
-
-    from snapflow_ros.policy.checkpoint import checkpoint_id, load_policy
+    from snapflow_ros.families.registry import load_policy
+    from snapflow_ros.files import checkpoint_id
 
     student = load_policy(args.teacher, device(args.device), args.tokenizer)
     data = task_data(args, student.chunk_size)
@@ -60,8 +60,7 @@ def distill(args: argparse.Namespace) -> Path:
 
 def evaluate_checkpoints(args: argparse.Namespace) -> dict:
     from snapflow_distill.evaluate import Candidate, evaluate
-
-    from snapflow_ros.policy.checkpoint import load_policy
+    from snapflow_ros.families.registry import load_policy
 
     on = device(args.device)
     teacher = load_policy(args.teacher, on, args.tokenizer)
@@ -122,7 +121,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     add_capacity_flags(p)
     add_data_flags(p)
     add_train_flags(p, steps=3000, lr=2e-3)
-    p.set_defaults(run=train_teacher)
+    p.set_defaults(run=json_outcome(train_teacher, done="teacher"))
 
     p = commands.add_parser("distill", help="SnapFlow-distil a teacher checkpoint into a 1-step student",
                             description="Self-distil TEACHER (a checkpoint directory) with SnapFlow: frozen "
@@ -133,7 +132,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--output", type=Path, required=True, help="run directory; the student lands in OUTPUT/policy")
     add_data_flags(p)
     add_train_flags(p, steps=2000, lr=1e-3)
-    p.set_defaults(run=distill)
+    p.set_defaults(run=json_outcome(distill, done="student"))
 
     p = commands.add_parser("eval", help="offline metrics: teacher@10, naive teacher@1, student@1",
                             description="Held-out action MSE/cosine vs ground truth and vs teacher@10, the "
@@ -155,8 +154,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                             description="On the multi-modal synthetic task: train a teacher, distil a student and "
                             "report MSE of teacher@10, naive teacher@1 and student@1 plus the latency ratio "
                             "teacher@10 / student@1 measured in the same run.")
-    p.add_argument("--workdir", type=Path, default=Path("runs/bench-distill"), help="where checkpoints go (default: runs/bench-distill)")
-    p.add_argument("--json", type=Path, default=Path("runs/bench-distill/report.json"), help="report file (default: runs/bench-distill/report.json)")
+    p.add_argument("--workdir", type=Path, default=Path("runs/bench-distill"),
+                   help="where checkpoints go (default: runs/bench-distill)")
+    p.add_argument("--json", type=Path, default=Path("runs/bench-distill/report.json"),
+                   help="report file (default: runs/bench-distill/report.json)")
     p.add_argument("--teacher-steps", type=int, default=3000, help="teacher training steps (default: 3000)")
     p.add_argument("--student-steps", type=int, default=2000, help="distillation steps (default: 2000)")
     p.add_argument("--student-lr", type=float, default=1e-3, help="distillation learning rate (default: 1e-3)")
@@ -167,4 +168,4 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                    help="held-out samples sampled at once in the evaluation (default: 32)")
     add_data_flags(p)
     add_train_flags(p, steps=None, lr=2e-3)
-    p.set_defaults(run=lambda a: write_json(bench_distill(a), a.json))
+    p.set_defaults(run=json_outcome(lambda a: write_json(bench_distill(a), a.json)))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from snapflow_ros.errors import SnapflowError
+from snapflow_ros.errors import ExportError
 from snapflow_ros.export.graphs import (
     ExpertGraph,
     MonolithicGraph,
@@ -24,15 +24,13 @@ from snapflow_ros.export.graphs import (
     unflatten,
 )
 from snapflow_ros.export.manifest import Manifest, TensorSpec
-from snapflow_ros.policy.checkpoint import atomic_directory, checkpoint_id, load_policy
+from snapflow_ros.families.registry import load_policy
+from snapflow_ros.files import atomic_directory, checkpoint_id
+from snapflow_ros.flow.sampling import default_steps
 
 DEFAULT_OPSET = 18
 PROTOBUF_LIMIT = 2**31  # bytes in one serialised ModelProto
 EXTERNAL_DATA_ABOVE = int(0.9 * PROTOBUF_LIMIT)  # weights plus graph must stay under the limit
-
-
-class ExportError(SnapflowError):
-    """A graph could not be exported or failed onnx.checker."""
 
 
 def _spec(name: str, tensor: torch.Tensor) -> TensorSpec:
@@ -79,7 +77,7 @@ def export_policy(checkpoint: Path, output: Path, *, steps: int | None = None, o
     """
     checkpoint, output = Path(checkpoint), Path(output)
     policy = load_policy(checkpoint).eval()
-    steps = steps or (1 if policy.target_time.is_trained() else 10)  # students run one step
+    steps = steps or default_steps(policy)
     graphs = {"prefix": "prefix.onnx", "expert": "expert.onnx"}
     with atomic_directory(output) as tmp:
         (tmp / "processor").mkdir()

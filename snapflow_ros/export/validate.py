@@ -9,7 +9,8 @@ import torch
 from torch.nn import functional as F
 
 from snapflow_ros.export.manifest import Manifest
-from snapflow_ros.policy.checkpoint import checkpoint_id, load_policy
+from snapflow_ros.families.registry import load_policy
+from snapflow_ros.files import checkpoint_id
 from snapflow_ros.runtime.backends import OnnxRuntimeBackend, TorchBackend
 
 

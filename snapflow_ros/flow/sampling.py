@@ -1,13 +1,27 @@
-"""Euler sampling written once, on top of the FlowPolicy contract (N=10 teacher, N=1 student)."""
+"""Euler sampling written once: the loop over any velocity function (a policy's expert, an
+ONNX expert graph), a policy's whole path prepare -> prefix -> Euler -> unnormalise, and how
+many steps a policy runs by default (N=10 teacher, N=1 student)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
-from snapflow_ros.policy.contract import FlowPolicy, PrefixCache
+from snapflow_ros.errors import ConfigError
+from snapflow_ros.policy.contract import FlowPolicy, PrefixCache, RawBatch
+
+# (x, t, s) -> the average velocity from time t to time s at x, batch-wide scalar times.
+Velocity = Callable[[torch.Tensor, float, float], torch.Tensor]
 
 
-def euler_sample(policy: FlowPolicy, cache: PrefixCache, noise: torch.Tensor, steps: int) -> torch.Tensor:
+def default_steps(policy: FlowPolicy) -> int:
+    """Denoising steps when none are asked for: 1 for a SnapFlow student (its target-time MLP
+    is trained), 10 for a teacher (pi0's own default)."""
+    return 1 if policy.target_time.is_trained() else 10
+
+
+def euler_integrate(velocity: Velocity, noise: torch.Tensor, steps: int) -> torch.Tensor:
     """Integrate from t = 1 (noise) to t = 0 with `steps` Euler steps; returns normalised actions.
 
     Each step asks for the average velocity to the next time (s = t + dt, SnapFlow); for a
@@ -15,14 +29,31 @@ def euler_sample(policy: FlowPolicy, cache: PrefixCache, noise: torch.Tensor, st
     With steps = 1: a = eps - F(eps, t=1, s=0).
     """
     if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    batch = noise.shape[0]
+        raise ConfigError(f"steps must be >= 1, got {steps}")
     dt = -1.0 / steps
     x = noise
     for k in range(steps):
         t = 1.0 + k * dt
-        s = max(t + dt, 0.0)
-        t_vec = torch.full((batch,), t, dtype=noise.dtype, device=noise.device)
-        s_vec = torch.full((batch,), s, dtype=noise.dtype, device=noise.device)
-        x = x + dt * policy.velocity(x, t_vec, s_vec, cache)
+        x = x + dt * velocity(x, t, max(t + dt, 0.0))
     return x
+
+
+def euler_sample(policy: FlowPolicy, cache: PrefixCache, noise: torch.Tensor, steps: int) -> torch.Tensor:
+    """euler_integrate over the policy's expert attending to `cache` (traceable: ONNX export)."""
+    batch, dtype, device = noise.shape[0], noise.dtype, noise.device
+
+    def velocity(x: torch.Tensor, t: float, s: float) -> torch.Tensor:
+        # Times in the noise's dtype and device, whatever x was promoted to by a step.
+        t_vec = torch.full((batch,), t, dtype=dtype, device=device)
+        s_vec = torch.full((batch,), s, dtype=dtype, device=device)
+        return policy.velocity(x, t_vec, s_vec, cache)
+
+    return euler_integrate(velocity, noise, steps)
+
+
+@torch.no_grad()
+def sample_actions(policy: FlowPolicy, batch: RawBatch, noise: torch.Tensor, steps: int) -> torch.Tensor:
+    """(B, chunk, action_dim) actions in robot units, on the policy's device: prepare -> prefix
+    once -> `steps` expert passes from `noise` -> unnormalise."""
+    cache = policy.embed_prefix(policy.prepare(batch))
+    return policy.unnormalize_actions(euler_sample(policy, cache, noise.to(policy.device), steps))

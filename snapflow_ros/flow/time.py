@@ -6,6 +6,8 @@ import math
 
 import torch
 
+from snapflow_ros.errors import ConfigError
+
 
 def sample_flow_time(batch_size: int, generator: torch.Generator | None = None,
                      device: torch.device | str = "cpu") -> torch.Tensor:
@@ -21,7 +23,7 @@ def sinusoidal_time_embedding(time: torch.Tensor, dim: int, min_period: float = 
                               max_period: float = 4.0) -> torch.Tensor:
     """(B,) times -> (B, dim) [sin | cos] features; LeRobot's create_sinusoidal_pos_embedding."""
     if dim % 2:
-        raise ValueError(f"sinusoidal embedding dim must be even, got {dim}")
+        raise ConfigError(f"sinusoidal embedding dim must be even, got {dim}")
     fraction = torch.linspace(0.0, 1.0, dim // 2, dtype=torch.float64, device=time.device)
     period = min_period * (max_period / min_period) ** fraction
     scaling = (1.0 / period) * 2 * math.pi

@@ -17,7 +17,6 @@ from typing import Any, Protocol, TypedDict
 import torch
 from torch import nn
 
-
 # Instructions of several lengths for real-shaped example observations (export, validate,
 # warm-up): a graph traced with one prompt length must serve the others.
 EXAMPLE_INSTRUCTIONS = ("pick up the red block", "open the drawer",

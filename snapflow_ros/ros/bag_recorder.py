@@ -16,7 +16,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile
 
 from snapflow_ros.bags.typestore import writing_typestore
-from snapflow_ros.policy.checkpoint import atomic_path
+from snapflow_ros.files import atomic_path
 
 
 def type_name(message_type: type) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
+import yaml
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from snapflow_interfaces.msg import ActionChunk as ActionChunkMsg
@@ -22,8 +23,6 @@ from snapflow_ros.ros.fake_sensors import FakeJointStatePublisher
 from snapflow_ros.ros.isolation import isolated_ros_env
 from snapflow_ros.ros.qos import COMMAND_QOS
 from snapflow_ros.ros.share import share_path
-
-import yaml
 
 
 class ChunkPrinter(Node):

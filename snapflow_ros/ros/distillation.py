@@ -85,7 +85,8 @@ class DistillationService:
         """Checks and queues a job; SnapflowError says why it cannot run."""
         spec = spec_from_msg(job)
         if spec.swap_when_done and self.swap is None:
-            raise ConfigError("swap_when_done: this server has no policy node to swap (set its 'policy_node' parameter)")
+            raise ConfigError("swap_when_done: this server has no policy node to swap "
+                              "(set its 'policy_node' parameter)")
         if not spec.dataset_config:
             dataset = self.default_dataset()
             if dataset is None:

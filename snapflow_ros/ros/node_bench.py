@@ -1,9 +1,11 @@
 """`snapflow bench-node`: what the node adds on top of inference, and whether it keeps up.
 
-policy_node in its own process serving a checkpoint; in this process, on an isolated localhost
-domain, three fake cameras at 30 Hz, joint states at 100 Hz and a listener. For every
-chunk: observation stamp -> chunk received, minus the inference latency the node measured for
-that chunk (same run). Over the run: chunks per second, missing sequence numbers and the node
+policy_node in its own process serving a checkpoint, event-driven (a watermark: a chunk starts
+when the inputs of one moment are in); in this process, on an isolated localhost domain, three
+fake cameras at 30 Hz, joint states at 100 Hz and a listener. The node's overhead is its own
+measurement, reported in /diagnostics: from the arrival at the node of the last input of an
+observation to the chunk's publication, minus that chunk's inference. Beside it, from here:
+observation stamp -> chunk received, chunks per second, missing sequence numbers and the node
 process's RSS sampled from start to end.
 """
 
@@ -14,9 +16,11 @@ import time
 from pathlib import Path
 
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from snapflow_interfaces.msg import ActionChunk as ActionChunkMsg
 
+from snapflow_ros.errors import NodeError
 from snapflow_ros.ros.conversions import duration_to_seconds, time_to_ns
 from snapflow_ros.ros.fake_sensors import FakeCameraPublisher, FakeJointStatePublisher
 from snapflow_ros.ros.isolation import isolated_ros_env
@@ -30,7 +34,8 @@ def _rss_mb(pid: int) -> float:
 
 
 def bench_node(checkpoint: Path, joint_names: list[str], cameras: list[str], seconds: float,
-               chunk_rate_hz: float, camera_hz: float = 30.0, image_size: int = 96) -> dict:
+               chunk_rate_hz: float, camera_hz: float = 30.0, image_size: int = 96, watermark: float = 0.5,
+               action_dt: float = 1 / 30) -> dict:
     import subprocess
     import sys
     import tempfile
@@ -40,7 +45,8 @@ def bench_node(checkpoint: Path, joint_names: list[str], cameras: list[str], sec
 
     os.environ.update(isolated_ros_env())
     params = {"checkpoint": str(checkpoint), "joint_names": joint_names, "cameras": cameras,
-              "instruction": "stack the blocks", "chunk_rate_hz": chunk_rate_hz, "drop_stale_actions": False}
+              "instruction": "stack the blocks", "chunk_rate_hz": chunk_rate_hz, "drop_stale_actions": False,
+              "watermark": watermark, "action_dt": action_dt}
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as params_file:
         yaml.safe_dump({"/**": {"ros__parameters": params}}, params_file)
     # The node in its own process, as on a robot; sensors and listener here.
@@ -58,6 +64,9 @@ def bench_node(checkpoint: Path, joint_names: list[str], cameras: list[str], sec
     listener.create_subscription(
         ActionChunkMsg, "action_chunk",
         lambda m: received.append((listener.get_clock().now().nanoseconds, m)), COMMAND_QOS)
+    diagnostics: list[dict[str, str]] = []  # the node's own status, once a second
+    listener.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diagnostics.extend(
+        {kv.key: kv.value for kv in s.values} for s in m.status if s.name.endswith("policy_node")), 10)
     for n in nodes:
         executor.add_node(n)
 
@@ -71,7 +80,7 @@ def bench_node(checkpoint: Path, joint_names: list[str], cameras: list[str], sec
         while not received and time.monotonic() < deadline and node_process.poll() is None:
             spin_for(0.2)
         if not received:
-            raise RuntimeError(f"policy_node published nothing (exit code {node_process.poll()})")
+            raise NodeError(f"policy_node published nothing (exit code {node_process.poll()})")
         start_count, start_rss = len(received), _rss_mb(node_process.pid)
         frames_start = sum(c.frames for c in nodes[1:-1])
         samples = []
@@ -93,6 +102,9 @@ def bench_node(checkpoint: Path, joint_names: list[str], cameras: list[str], sec
     end_to_end = [(arrival - time_to_ns(m.observation_stamp)) * 1e-6 for arrival, m in window]
     inference = [duration_to_seconds(m.inference_latency) * 1e3 for _, m in window]
     overhead = [e - i for e, i in zip(end_to_end, inference)]
+    status = diagnostics[-1] if diagnostics else {}
+    node_overhead = {f"p{q}": float(status[f"node_overhead_p{q}_ms"]) for q in (50, 95, 99)
+                     if f"node_overhead_p{q}_ms" in status}
     sequences = [m.sequence for _, m in window]
     return {
         "checkpoint": str(checkpoint), "cameras": len(cameras), "camera_hz": camera_hz,
@@ -100,11 +112,14 @@ def bench_node(checkpoint: Path, joint_names: list[str], cameras: list[str], sec
         "chunks": len(window), "chunks_per_second": len(window) / elapsed,
         "chunks_missing_by_sequence": (sequences[-1] - sequences[0] + 1 - len(sequences)) if sequences else 0,
         "frames_published_per_second": frames / elapsed,
-        "latency_ms": {"observation_to_chunk_received": percentiles(end_to_end),
-                       "inference": percentiles(inference), "node_overhead": percentiles(overhead)},
+        "watermark": watermark, "action_dt": action_dt,
+        "latency_ms": {"node_overhead": node_overhead, "observation_to_chunk_received": percentiles(end_to_end),
+                       "inference": percentiles(inference), "stamp_to_received_minus_inference": percentiles(overhead)},
+        "node_overhead_chunks": min(int(status.get("chunks_published", 0)), 2000),
         "node_rss_mb": {"start": start_rss, "end": samples[-1] if samples else start_rss,
                         "max": max(samples, default=start_rss)},
-        "note": "node_overhead = observation stamp -> chunk received, minus the node's inference latency "
-                "for that chunk; it includes the wait for the next chunk tick (up to 1/chunk_rate_hz), the "
-                "age of the newest frame and transport",
+        "note": "node_overhead: measured in the node (its /diagnostics at the end, over its last "
+                "node_overhead_chunks chunks, start-up included): arrival of the observation's last input -> "
+                "chunk published, minus that chunk's inference. stamp_to_received_minus_inference: observation "
+                "stamp -> chunk received here, minus inference; it adds the age of the newest frame and transport",
     }

@@ -13,6 +13,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from snapflow_ros.errors import ConfigError
+from snapflow_ros.policy.chunk_executor import ExecutorConfig
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,11 @@ class ParameterSpec:
 
 
 POLICY_NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
+    ParameterSpec(
+        "autostart", Parameter.Type.BOOL, True,
+        "Configure and activate this lifecycle node at start, so `ros2 run` serves at once; false "
+        "leaves it unconfigured for a lifecycle manager (ros2 lifecycle set ...).", read_only=True,
+    ),
     ParameterSpec(
         "checkpoint", Parameter.Type.STRING, "",
         "Policy checkpoint directory (torch backend) or export directory (onnxruntime backend); "
@@ -141,6 +147,7 @@ POLICY_NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
 class PolicyNodeConfig:
     """Typed values of POLICY_NODE_PARAMETERS."""
 
+    autostart: bool
     checkpoint: str
     backend: str
     device: str
@@ -160,6 +167,10 @@ class PolicyNodeConfig:
     distillation: bool
     distillation_niceness: int
     distillation_threads: int
+
+    def executor_config(self) -> ExecutorConfig:
+        return ExecutorConfig(action_dt_s=self.action_dt, watermark=self.watermark,
+                              drop_stale_actions=self.drop_stale_actions, blend_decay=self.blend_decay)
 
 
 def declare_parameters(node: Node, specs: tuple[ParameterSpec, ...]) -> None:

@@ -1,4 +1,4 @@
-"""policy_node: cameras + joint states + instruction in, stamped action chunks out.
+"""policy_node: cameras + joint states + instruction in, stamped action chunks out (a lifecycle node).
 
 Subscribes:  <camera_topics> (sensor_msgs/Image or CompressedImage, per camera_formats)
              joint_states (sensor_msgs/JointState), instruction (std_msgs/String, latched)
@@ -7,231 +7,190 @@ Publishes:   action_chunk (snapflow_interfaces/ActionChunk)
              /diagnostics (diagnostic_msgs/DiagnosticArray)
 Services:    ~/hold (std_srvs/SetBool): true stops publishing at once, false resumes
              distillation from bags (see ros/distillation.py), unless distillation is false
+Lifecycle:   configure loads, warms up and checks the policy (a failure stays unconfigured and
+             says why); activate publishes; deactivate holds; cleanup / shutdown release the
+             policy. `autostart` does configure + activate at start.
 Callbacks only store messages; inference runs on one worker thread, woken by the chunk timer
-(and, with a watermark, as soon as the camera frames and joint state of one moment are in);
-a new policy loads on a loader thread beside the serving one.
+and, with a watermark, as soon as the camera frames and joint state of one moment are in. The
+ChunkExecutor (shared with the simulated rollout) decides what is due and what is published.
 Relative topic names: remap them or push the node into a namespace.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import deque
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.node import Node
-from rclpy.parameter import Parameter
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos_overriding_options import QoSOverridingOptions
-from sensor_msgs.msg import CompressedImage, Image, JointState
 from snapflow_interfaces.msg import ActionChunk as ActionChunkMsg
-from std_msgs.msg import String
 from std_srvs.srv import SetBool
 from trajectory_msgs.msg import JointTrajectory
 
 from snapflow_ros.bags.config import BagDatasetConfig
-from snapflow_ros.errors import ConfigError, InputError, SnapflowError
-from snapflow_ros.policy import ActionChunk, HoldPositionPolicy
-from snapflow_ros.policy.chunk_timing import blend_overlap, drop_stale
-from snapflow_ros.ros.conversions import chunk_to_msg, chunk_to_trajectory, time_to_ns
+from snapflow_ros.errors import HoldError, SnapflowError
+from snapflow_ros.policy import ActionChunk
+from snapflow_ros.policy.chunk_executor import ChunkExecutor, Trigger
+from snapflow_ros.ros.conversions import chunk_to_msg, chunk_to_trajectory
 from snapflow_ros.ros.diagnostics import node_status
 from snapflow_ros.ros.distillation import DistillationService
+from snapflow_ros.ros.hot_swap import RELOAD_PARAMETERS, HotSwap, load_for_node
 from snapflow_ros.ros.parameters import (
     POLICY_NODE_PARAMETERS,
+    PolicyNodeConfig,
     declare_parameters,
     read_policy_node_config,
 )
-from snapflow_ros.ros.qos import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
+from snapflow_ros.ros.policy_inputs import PolicyInputs
+from snapflow_ros.ros.qos import COMMAND_QOS
 from snapflow_ros.ros.spin import spin_node
-from snapflow_ros.runtime.serving import PolicySlot, check_policy_source, load_served_policy
-from snapflow_ros.sensors.assembly import HoldError, ObservationAssembler
-from snapflow_ros.sensors.images import decode_compressed, decode_raw
-from snapflow_ros.sensors.joints import joint_positions
+from snapflow_ros.runtime.chunk_worker import ChunkWorker
+from snapflow_ros.runtime.serving import PolicySlot
 
-RELOAD_PARAMETERS = ("checkpoint", "backend", "denoising_steps")
+SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 
 
-class PolicyNode(Node):
+class PolicyNode(LifecycleNode):
     def __init__(self, **kwargs) -> None:
         super().__init__("policy_node", **kwargs)
-        try:
-            self._configure()
-        except Exception:
-            self.destroy_node()  # a node that failed to configure must not linger in the graph
-            raise
-
-    def _configure(self) -> None:
         declare_parameters(self, POLICY_NODE_PARAMETERS)
-        self.config = c = read_policy_node_config(self)
-        self.slot = PolicySlot(self._load(c.checkpoint, c.backend, c.denoising_steps))
-        self.serving_source = {name: getattr(c, name) for name in RELOAD_PARAMETERS}
-        self.last_swap_error = ""
-        self._reverting = False
-        self._pending_swap: dict | None = None
-        self._swap_lock = threading.Lock()
-        self.assembler = ObservationAssembler(c.cameras, c.joint_names, c.max_input_age,
-                                              instruction=c.instruction)
-        self.hold_reason = "waiting for inputs"
-        self.held = False
-        self.latencies_ms: deque[float] = deque(maxlen=200)
+        self.config: PolicyNodeConfig | None = None  # set while configured
+        self.configure_error = ""
         self.counters = {"chunks_published": 0, "frames_received": 0, "frames_rejected": 0,
                          "swaps": 0, "swap_failures": 0}
-        self._previous: tuple[str, np.ndarray, int] | None = None  # policy id, actions, start
+        self.slot = PolicySlot()
+        self.swap = HotSwap(self, self.slot, self._load, self.counters)
+        self.active = self.held = False
+        self.hold_reason = "not active"
+        # Recent inference latencies, and the node's own time per chunk: from the arrival of the
+        # observation's last input to publication, less inference (snapflow bench-node reads it).
+        self.timings_ms: dict[str, deque[float]] = {"inference_latency": deque(maxlen=200),
+                                                    "node_overhead": deque(maxlen=2000)}
+        self._entities: list = []  # what configure creates and cleanup destroys
+        self.chunk_publisher = self.trajectory_publisher = None
+        self._worker: ChunkWorker | None = None
         self._sequence = 0
-
-        # QoS is set per topic the ROS way: qos_overrides.<topic>.<entity>.<policy> parameters.
-        overridable = {"qos_overriding_options": QoSOverridingOptions.with_default_policies()}
-        for camera, topic, fmt in zip(c.cameras, c.camera_topics, c.camera_formats):
-            message_type = CompressedImage if fmt == "compressed" else Image
-            self.create_subscription(message_type, topic, self._image_callback(camera, topic), SENSOR_QOS,
-                                     **overridable)
-        self.create_subscription(JointState, "joint_states", self.joint_state_callback, SENSOR_QOS,
-                                 **overridable)
-        self.create_subscription(String, "instruction", self.instruction_callback, LATCHED_QOS,
-                                 **overridable)
-        self.chunk_publisher = self.create_publisher(ActionChunkMsg, "action_chunk", COMMAND_QOS, **overridable)
-        self.trajectory_publisher = self.create_publisher(JointTrajectory, "joint_trajectory", COMMAND_QOS,
-                                                          **overridable)
-        self.diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_service(SetBool, "~/hold", self.hold_callback)
         self.add_on_set_parameters_callback(self.parameters_callback)
-        self.add_post_set_parameters_callback(self.committed_parameters_callback)
-        self._tick = threading.Event()
-        self._stop = threading.Event()
-        self.create_timer(1.0 / c.chunk_rate_hz, self._tick.set)
+        self.add_post_set_parameters_callback(self.swap.committed)
+        self.diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(1.0, self.publish_diagnostics)
-        self._worker = threading.Thread(target=self._work, name="policy_worker", daemon=True)
-        self._worker.start()
         self.distillation = None
-        if c.distillation:
-            self.distillation = DistillationService(self, self.recorded_dataset_config, self._swap_to_student,
-                                                    c.distillation_niceness, c.distillation_threads)
-        self.get_logger().info(f"serving {self.slot.policy.policy_id} for joints {list(c.joint_names)}, "
+        if self.get_parameter("distillation").value:  # jobs run in their own processes, in any state
+            self.distillation = DistillationService(
+                self, self.recorded_dataset_config,
+                lambda job, student: self.swap.to_student(student, self.get_parameter("backend").value),
+                self.get_parameter("distillation_niceness").value, self.get_parameter("distillation_threads").value)
+        if self.get_parameter("autostart").value and self.trigger_configure() == SUCCESS:
+            self.trigger_activate()
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    @property
+    def lifecycle_state(self) -> str:
+        """unconfigured, inactive, active or finalized."""
+        return self._state_machine.current_state[1]
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self._configure()
+        except Exception as error:  # noqa: BLE001 - whatever it was, the node stays unconfigured and says why
+            self._release()
+            reason = str(error) if isinstance(error, (SnapflowError, OSError)) else f"{type(error).__name__}: {error}"
+            self.configure_error = reason
+            self.get_logger().error(f"configure failed, staying unconfigured: {reason}")
+            return FAILURE
+        self.configure_error = ""
+        return SUCCESS
+
+    def _configure(self) -> None:
+        c = read_policy_node_config(self)
+        policy = load_for_node(c, c.checkpoint, c.backend, c.denoising_steps)
+        self.slot.swap(policy)
+        self.swap.serving_source = {name: getattr(c, name) for name in RELOAD_PARAMETERS}
+        self.chunks = ChunkExecutor(c.executor_config())
+        # With a watermark, a due chunk starts as soon as the inputs of one moment are all in,
+        # not at the next timer tick.
+        self.inputs = PolicyInputs(self, c, self.counters, self._moment_complete)
+        self.assembler = self.inputs.assembler
+        self._entities += [*self.inputs.subscriptions, self.create_service(SetBool, "~/hold", self.hold_callback),
+                           self.create_timer(1.0 / c.chunk_rate_hz, lambda: self._request(Trigger.PERIOD))]
+        overridable = {"qos_overriding_options": QoSOverridingOptions.with_default_policies()}
+        self.chunk_publisher = self.create_lifecycle_publisher(ActionChunkMsg, "action_chunk", COMMAND_QOS,
+                                                               **overridable)
+        self.trajectory_publisher = self.create_lifecycle_publisher(JointTrajectory, "joint_trajectory",
+                                                                    COMMAND_QOS, **overridable)
+        self._worker = ChunkWorker(self.serve, lambda error: self._hold(
+            f"inference failed: {type(error).__name__}: {error}"))
+        self.config = c  # last: parameter changes act on a configured node only (subscriptions declare some)
+        self.get_logger().info(f"configured: {policy.policy_id} for joints {list(c.joint_names)}, "
                                f"cameras {list(c.cameras)} at {c.chunk_rate_hz:g} Hz")
 
-    # --- loading and hot swap ---------------------------------------------------------------
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.chunks.reset()  # the first chunk after a pause starts afresh
+        self.active, self.hold_reason = True, "waiting for inputs"
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.active, self.hold_reason = False, "not active"
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.active = False
+        self._release()
+        return SUCCESS
+
+    def _release(self) -> None:
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
+        for entity in self._entities:
+            destroy = {"Subscription": self.destroy_subscription, "Timer": self.destroy_timer,
+                       "Service": self.destroy_service}[type(entity).__name__]
+            destroy(entity)
+        self._entities.clear()
+        for publisher in (self.chunk_publisher, self.trajectory_publisher):
+            if publisher is not None:
+                self.destroy_lifecycle_publisher(publisher)
+        self.chunk_publisher = self.trajectory_publisher = None
+        self.slot.swap(None)
+        self.config = None
+
+    # --- loading and parameters -----------------------------------------------------------------
     def _load(self, checkpoint: str, backend: str, steps: int):
-        c = self.config
-        if not checkpoint:
-            return HoldPositionPolicy(len(c.joint_names), c.action_horizon)
-        policy = load_served_policy(Path(checkpoint), backend, c.device, steps)
-        if policy.action_dim != len(c.joint_names):
-            raise ConfigError(f"{checkpoint}: policy has {policy.action_dim} action dims, joint_names "
-                              f"lists {len(c.joint_names)}")
-        missing = [cam for cam in policy.cameras if cam not in c.cameras]
-        if missing:
-            raise ConfigError(f"{checkpoint}: policy needs cameras {missing}, not in 'cameras' {list(c.cameras)}")
-        return policy
+        return load_for_node(self.config, checkpoint, backend, steps)
 
     def parameters_callback(self, parameters) -> SetParametersResult:
+        if self.config is None:  # unconfigured: the values are read at configure
+            return SetParametersResult(successful=True)
         changes = {p.name: p.value for p in parameters}
-        # (our own revert after a failed swap has nothing to load)
-        if not self._reverting and any(name in changes for name in RELOAD_PARAMETERS):
-            target = {name: changes.get(name, getattr(self.config, name)) for name in RELOAD_PARAMETERS}
-            try:
-                check_policy_source(target["checkpoint"], target["backend"])
-            except SnapflowError as error:  # cheap checks answer the parameter request itself
-                return self._swap_failed(str(error))
-            self._pending_swap = target  # loads once the change is committed (post-set callback)
-        if "max_input_age" in changes:
-            self.assembler.max_age_s = changes["max_input_age"]
+        refused = self.swap.request(changes, {name: getattr(self.config, name) for name in RELOAD_PARAMETERS})
+        if refused is not None:
+            return refused
+        self.config = replace(self.config, **{k: v for k, v in changes.items() if hasattr(self.config, k)})
+        self.assembler.max_age_s = self.config.max_input_age
         if "instruction" in changes:
             self.assembler.set_instruction(changes["instruction"])
-        known = {k: v for k, v in changes.items() if hasattr(self.config, k)}
-        self.config = replace(self.config, **known)
+        self.chunks.config = self.config.executor_config()
         return SetParametersResult(successful=True)
-
-    def committed_parameters_callback(self, parameters) -> None:
-        target, self._pending_swap = self._pending_swap, None
-        if target is not None:
-            # Loading and warm-up run beside the serving policy; the executor keeps spinning.
-            threading.Thread(target=self._swap, args=(target,), name="policy_loader", daemon=True).start()
-
-    def _swap(self, target: dict) -> None:
-        serving = self.slot.policy
-        with self._swap_lock:
-            try:
-                policy = self._load(target["checkpoint"], target["backend"], target["denoising_steps"])
-            except (SnapflowError, OSError) as error:
-                self._swap_failed(str(error))
-                # Report the failure where it was asked for: the parameters go back to what serves.
-                self._reverting = True
-                try:
-                    self.set_parameters([Parameter(name, value=self.serving_source[name])
-                                         for name in RELOAD_PARAMETERS])
-                finally:
-                    self._reverting = False
-                return
-            self.slot.swap(policy)  # between chunks: the worker takes one reference per chunk
-            self.serving_source = dict(target)
-            self.counters["swaps"] += 1
-            self.get_logger().info(f"swapped {serving.policy_id} -> {policy.policy_id}")
-
-    def _swap_to_student(self, job_id: str, student: str) -> str:
-        """A finished distillation job's student goes through the same checked hot swap."""
-        if self.config.backend != "torch":
-            return (f"not swapped: this node serves the {self.config.backend} backend; export the student "
-                    f"and set 'checkpoint' to the export")
-        result = self.set_parameters([Parameter("checkpoint", value=student)])[0]
-        if not result.successful:
-            return f"swap refused: {result.reason}"
-        return "swap requested: loading beside the serving policy"
 
     def recorded_dataset_config(self) -> BagDatasetConfig:
         """How bags recorded from this node's own input topics are read; the action of a tick is
         the next tick's joint positions (commands may be on any controller's topic)."""
-        c = self.config
+        c = self.config or read_policy_node_config(self)
         return BagDatasetConfig(
             cameras={cam: self.resolve_topic_name(topic) for cam, topic in zip(c.cameras, c.camera_topics)},
             joint_names=c.joint_names, joint_state_topic=self.resolve_topic_name("joint_states"),
             instruction_topic=self.resolve_topic_name("instruction"), instruction=c.instruction,
             action_source="next_state", rate_hz=1.0 / c.action_dt, max_staleness=c.max_input_age)
 
-    def _swap_failed(self, reason: str) -> SetParametersResult:
-        self.counters["swap_failures"] += 1
-        self.last_swap_error = reason
-        self.get_logger().error(f"policy swap failed, still serving {self.slot.policy.policy_id}: {reason}")
-        return SetParametersResult(successful=False, reason=reason)
-
-    # --- callbacks: store only ------------------------------------------------------------------
-    def _image_callback(self, camera: str, topic: str):
-        def callback(msg) -> None:
-            self.counters["frames_received"] += 1
-            try:
-                if isinstance(msg, CompressedImage):
-                    rgb = decode_compressed(msg.format, msg.data, topic)
-                else:
-                    rgb = decode_raw(msg.encoding, msg.height, msg.width, msg.step, msg.data, topic)
-            except InputError as error:
-                self.counters["frames_rejected"] += 1
-                self.assembler.invalidate(f"camera:{camera}", time_to_ns(msg.header.stamp), str(error))
-                return
-            self.assembler.update_image(camera, time_to_ns(msg.header.stamp), rgb)
-            self._observation_arrived()
-        return callback
-
-    def joint_state_callback(self, msg: JointState) -> None:
-        try:
-            positions = joint_positions(msg, self.config.joint_names)
-        except InputError as error:
-            self.assembler.invalidate("joint_states", time_to_ns(msg.header.stamp), str(error))
-            return
-        self.assembler.update_joints(time_to_ns(msg.header.stamp), positions)
-        self._observation_arrived()
-
-    def _observation_arrived(self) -> None:
-        # With a watermark, a due chunk starts as soon as the inputs of one moment are all in (the
-        # stamps of a control tick: within half an action step), not at the next timer tick.
-        if self.config.watermark > 0 and self.assembler.in_step(self.config.action_dt / 2):
-            self._tick.set()
-
-    def instruction_callback(self, msg: String) -> None:
-        self.assembler.set_instruction(msg.data)
-
+    # --- services ------------------------------------------------------------------------------
     def hold_callback(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
         self.held = request.data
         response.success = True
@@ -239,28 +198,24 @@ class PolicyNode(Node):
         self.get_logger().info(response.message)
         return response
 
-    # --- the worker: one chunk per tick ---------------------------------------------------------
-    def _work(self) -> None:
-        while not self._stop.is_set():
-            if self._tick.wait(timeout=0.2):
-                self._tick.clear()
-                try:
-                    self.compute_and_publish()
-                except Exception as error:  # never let the worker die silently
-                    self._hold(f"inference failed: {type(error).__name__}: {error}")
+    # --- the worker: chunks as the executor decides ---------------------------------------------
+    def _moment_complete(self) -> None:
+        if self.config is not None and self.config.watermark > 0:
+            self._request(Trigger.INPUTS_COMPLETE)
 
-    def compute_and_publish(self) -> None:
-        if self.held:
+    def _request(self, trigger: Trigger) -> None:
+        if self._worker is not None:
+            self._worker.request(trigger)
+
+    def serve(self, trigger: Trigger) -> None:
+        """One wake-up of the worker: a chunk, if one is due and the inputs are valid."""
+        now = self.get_clock().now().nanoseconds
+        if not self.active or self.held or not self.chunks.due(now, trigger):
             return
-        policy = self.slot.policy  # one policy for the whole chunk
-        c = self.config
-        if c.watermark > 0 and self._previous is not None:
-            _, previous_actions, previous_start = self._previous
-            executed = (self.get_clock().now().nanoseconds - previous_start) * 1e-9
-            if executed < c.watermark * len(previous_actions) * c.action_dt:
-                return  # the previous chunk still has enough ahead of it
+        policy, c = self.slot.policy, self.config  # one policy for the whole chunk
         try:
-            observation = self.assembler.assemble(self.get_clock().now().nanoseconds)
+            arrived = self.inputs.last_arrival()
+            observation = self.assembler.assemble(now)
         except HoldError as error:
             self._hold(str(error))
             return
@@ -270,28 +225,25 @@ class PolicyNode(Node):
         if actions.shape != (actions.shape[0], len(c.joint_names)) or not np.all(np.isfinite(actions)):
             self._hold(f"policy {policy.policy_id} returned invalid actions {actions.shape}")
             return
-        now_ns = self.get_clock().now().nanoseconds
-        start_ns = observation.stamp_ns
-        if c.drop_stale_actions:
-            actions, start_ns = drop_stale(actions, observation.stamp_ns, c.action_dt, now_ns)
-        if c.blend_decay > 0 and self._previous and self._previous[0] == policy.policy_id:
-            actions = blend_overlap(self._previous[1], self._previous[2], actions, start_ns, c.action_dt,
-                                    c.blend_decay)
-        if self.held:  # hold may have arrived during inference
+        if not self.active or self.held:  # hold or deactivate may have arrived during inference
             return
-        chunk = ActionChunk(actions=actions.astype(np.float32), joint_names=c.joint_names, dt_s=c.action_dt,
-                            policy_id=policy.policy_id, denoising_steps=policy.steps,
-                            observation_stamp_ns=observation.stamp_ns, start_ns=start_ns,
+        scheduled = self.chunks.accept(actions, observation.stamp_ns, self.get_clock().now().nanoseconds,
+                                         policy.policy_id)
+        chunk = ActionChunk(actions=scheduled.actions.astype(np.float32), joint_names=c.joint_names,
+                            dt_s=c.action_dt, policy_id=policy.policy_id, denoising_steps=policy.steps,
+                            observation_stamp_ns=observation.stamp_ns, start_ns=scheduled.start_ns,
                             inference_latency_s=latency, sequence=self._sequence)
         if self.hold_reason:
             self.get_logger().info("inputs valid: publishing chunks")
             self.hold_reason = ""
         self.chunk_publisher.publish(chunk_to_msg(chunk))
         self.trajectory_publisher.publish(chunk_to_trajectory(chunk))
-        self._previous = (policy.policy_id, actions, start_ns)
+        published = time.perf_counter()
         self._sequence += 1
         self.counters["chunks_published"] += 1
-        self.latencies_ms.append(latency * 1e3)
+        self.timings_ms["inference_latency"].append(latency * 1e3)
+        if arrived is not None:
+            self.timings_ms["node_overhead"].append((published - arrived - latency) * 1e3)
 
     def _hold(self, reason: str) -> None:
         if reason != self.hold_reason:
@@ -299,20 +251,20 @@ class PolicyNode(Node):
         self.hold_reason = reason
 
     def publish_diagnostics(self) -> None:
-        status = node_status(self.get_fully_qualified_name(), self.slot.policy, self.config.backend,
-                             self.hold_reason, self.held, list(self.latencies_ms),
-                             self.assembler.ages_s(self.get_clock().now().nanoseconds), self.counters,
-                             self.last_swap_error)
+        now = self.get_clock().now()
+        ages = self.assembler.ages_s(now.nanoseconds) if self.config is not None else {}
+        status = node_status(self.get_fully_qualified_name(), self.slot.policy, self.get_parameter("backend").value,
+                             self.configure_error or self.hold_reason, self.held,
+                             {name: list(values) for name, values in self.timings_ms.items()}, ages,
+                             self.counters, self.swap.last_error)
         array = DiagnosticArray(status=[status])
-        array.header.stamp = self.get_clock().now().to_msg()
+        array.header.stamp = now.to_msg()
         self.diagnostics_publisher.publish(array)
 
     def destroy_node(self) -> None:
-        if getattr(self, "distillation", None) is not None:
+        if self.distillation is not None:
             self.distillation.shutdown()
-        if hasattr(self, "_stop"):
-            self._stop.set()
-            self._worker.join(timeout=5.0)
+        self._release()
         super().destroy_node()
 
 

@@ -36,14 +36,14 @@ from snapflow_interfaces.msg import ActionChunk, DistillationJob, DistillationSt
 from snapflow_interfaces.srv import StartDistillation
 
 from snapflow_ros.errors import SnapflowError
-from snapflow_ros.policy.checkpoint import checkpoint_id
+from snapflow_ros.files import checkpoint_id
 from snapflow_ros.ros.distillation import STATUS_QOS
 from snapflow_ros.ros.isolation import isolated_ros_env
 from snapflow_ros.ros.qos import COMMAND_QOS
 from snapflow_ros.sim.demo_config import SimDemoConfig
 from snapflow_ros.sim.robot import STATE_NAMES
-from snapflow_ros.sim.tasks import SIM_REVISION, sim_bag_config
-
+from snapflow_ros.sim.tasks import SIM_REVISION
+from snapflow_ros.sim.topics import CAMERA, CHUNK_TOPIC, EPISODE_RESULT_PATH, sim_bag_config
 
 REPLAN_EVERY = 8  # the teacher's chunk size (train-teacher's default)
 # The README's `snapflow sim-table` run, trimmed (scripts/sim_table_reference.py writes it): the
@@ -105,7 +105,8 @@ def record(config: SimDemoConfig, say: Callable[[str], None] = log) -> list[Path
     for i, (task, bag) in enumerate(zip(config.tasks, bags)):
         env = isolated_ros_env(domain_id=101 + i)  # one domain per recording: same topic names, no crosstalk
         processes.append(subprocess.Popen(
-            python_module("snapflow_ros.cli.main", "sim-record", "--task", task, "--episodes", str(config.demo_episodes),
+            python_module("snapflow_ros.cli.main", "sim-record", "--task", task,
+                    "--episodes", str(config.demo_episodes),
                     "--output", str(bag), "--seed", str(config.seed + i), "--image-size", str(config.image_size),
                     "--rate-hz", str(config.rate_hz), *_task_file_flag(config)),
             env=env, stdout=subprocess.PIPE, text=True))
@@ -114,7 +115,8 @@ def record(config: SimDemoConfig, say: Callable[[str], None] = log) -> list[Path
         if process.returncode != 0:
             raise SnapflowError(f"recording {task} failed (exit code {process.returncode})")
         outcome = json.loads(output)
-        say(f"demonstrations: {task}: {outcome['successes']}/{outcome['episodes']} expert successes -> {outcome['bag']}")
+        say(f"demonstrations: {task}: {outcome['successes']}/{outcome['episodes']} expert successes "
+            f"-> {outcome['bag']}")
     stamp_cache(bags_dir, key)
     return bags
 
@@ -144,10 +146,11 @@ class DemoClient(Node):
         self.chunks: list[tuple[float, str]] = []
         self.statuses: list[DistillationStatus] = []
         self.results: list[EpisodeResult] = []
-        self.create_subscription(ActionChunk, "action_chunk", lambda m: self.chunks.append((time.monotonic(), m.policy_id)),
-                                 COMMAND_QOS)
-        self.create_subscription(DistillationStatus, "policy_node/distillation_status", self.statuses.append, STATUS_QOS)
-        self.create_subscription(EpisodeResult, "sim_robot/episode_result", self.results.append, COMMAND_QOS)
+        self.create_subscription(ActionChunk, CHUNK_TOPIC,
+                                 lambda m: self.chunks.append((time.monotonic(), m.policy_id)), COMMAND_QOS)
+        self.create_subscription(DistillationStatus, "policy_node/distillation_status", self.statuses.append,
+                                 STATUS_QOS)
+        self.create_subscription(EpisodeResult, EPISODE_RESULT_PATH, self.results.append, COMMAND_QOS)
 
 
 class RosSession:
@@ -158,15 +161,16 @@ class RosSession:
         os.environ.update(isolated_ros_env())
         params = config.workdir / "policy_node.yaml"
         params.write_text(yaml.safe_dump({"/**": {"ros__parameters": {
-            "checkpoint": str(teacher), "joint_names": list(STATE_NAMES), "cameras": ["top"],
+            "checkpoint": str(teacher), "joint_names": list(STATE_NAMES), "cameras": [CAMERA],
             # A new chunk from the first complete observation after 90% of the previous one is
             # executed, i.e. the whole chunk, as sim-eval's replan_every = chunk size. The timer is a
             # fallback only: at 20 Hz it would often fire first and take the previous tick's frame.
             "chunk_rate_hz": 2.0, "watermark": 0.9, "action_dt": 1.0 / config.rate_hz, "max_input_age": 0.5,
             "distillation_threads": 1}}}))
         log(f"ROS: policy_node serving the teacher (ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']}, localhost)")
-        self.node_process = subprocess.Popen(python_module("snapflow_ros.ros.policy_node", "--ros-args", "--params-file",
-                                                     str(params)), stderr=subprocess.DEVNULL)
+        self.node_process = subprocess.Popen(python_module("snapflow_ros.ros.policy_node", "--ros-args",
+                                                           "--params-file", str(params)),
+                                             stderr=subprocess.DEVNULL)
         self.sim_process: subprocess.Popen | None = None
         rclpy.init()
         self.executor = SingleThreadedExecutor()
@@ -277,9 +281,9 @@ def print_reference(path: Path = SIM_TABLE_REFERENCE) -> None:
 
 
 def run_sim_demo(config: SimDemoConfig) -> dict:
-    from snapflow_ros.cli.sim import format_table
     from snapflow_ros.runtime.timing import percentiles
     from snapflow_ros.sim.evaluation import Candidate, evaluate_task, overall, write_plot
+    from snapflow_ros.sim.evaluation_table import format_table
     from snapflow_ros.sim.tasks import get_task
 
     started = time.perf_counter()
@@ -310,8 +314,8 @@ def run_sim_demo(config: SimDemoConfig) -> dict:
     candidates = [Candidate("teacher@10", teacher, 10), Candidate("teacher@2", teacher, 2),
                   Candidate("teacher@1", teacher, 1), Candidate("student@1", student, 1)]
     done = f"/{config.eval_episodes}"
-    per_task = {task: evaluate_task(get_task(task, config.task_file), candidates, config.eval_episodes, config.seed + 1000 + i,
-                                    config.image_size, replan_every=REPLAN_EVERY,
+    per_task = {task: evaluate_task(get_task(task, config.task_file), candidates, config.eval_episodes,
+                                    config.seed + 1000 + i, config.image_size, replan_every=REPLAN_EVERY,
                                     progress=lambda line: log(f"sim-eval: {line} successes") if line.endswith(done)
                                     else None)
                 for i, task in enumerate(config.tasks)}

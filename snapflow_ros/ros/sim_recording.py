@@ -24,13 +24,21 @@ from snapflow_ros.errors import SnapflowError
 from snapflow_ros.ros.bag_recorder import BagRecorder
 from snapflow_ros.ros.qos import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
 from snapflow_ros.ros.sim_robot import SimRobotNode
+from snapflow_ros.sim.topics import (
+    CAMERA_TOPIC,
+    EPISODE_START_TOPIC,
+    EXPERT_COMMAND_TOPIC,
+    INSTRUCTION_TOPIC,
+    JOINT_STATE_TOPIC,
+    root_name,
+)
 
 RECORDED_TOPICS = {
-    "/camera/top/image_raw": (Image, SENSOR_QOS),
-    "/joint_states": (JointState, SENSOR_QOS),
-    "/joint_commands": (JointTrajectory, COMMAND_QOS),
-    "/instruction": (String, LATCHED_QOS),
-    "/episode_start": (String, LATCHED_QOS),
+    root_name(CAMERA_TOPIC): (Image, SENSOR_QOS),
+    root_name(JOINT_STATE_TOPIC): (JointState, SENSOR_QOS),
+    root_name(EXPERT_COMMAND_TOPIC): (JointTrajectory, COMMAND_QOS),
+    root_name(INSTRUCTION_TOPIC): (String, LATCHED_QOS),
+    root_name(EPISODE_START_TOPIC): (String, LATCHED_QOS),
 }
 
 

@@ -33,6 +33,18 @@ from snapflow_ros.ros.spin import spin_node
 from snapflow_ros.sensors.images import encode_compressed, encode_raw
 from snapflow_ros.sim.robot import STATE_NAMES, MetaWorldRobot
 from snapflow_ros.sim.tasks import get_task
+from snapflow_ros.sim.topics import (
+    CAMERA_TOPIC,
+    CHUNK_TOPIC,
+    COMPRESSED_CAMERA_TOPIC,
+    EPISODE_RESULT_TOPIC,
+    EPISODE_START_TOPIC,
+    EXPERT_COMMAND_TOPIC,
+    INSTRUCTION_TOPIC,
+    JOINT_STATE_TOPIC,
+    SIM_ROBOT_NODE,
+    TRAJECTORY_TOPIC,
+)
 
 SIM_ROBOT_PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("task", Parameter.Type.STRING, "reach-detour",
@@ -65,7 +77,7 @@ SIM_EPOCH_NS = 1_000_000_000  # where a stepped robot's clock starts
 
 class SimRobotNode(Node):
     def __init__(self, **kwargs) -> None:
-        super().__init__("sim_robot", **kwargs)
+        super().__init__(SIM_ROBOT_NODE, **kwargs)
         declare_parameters(self, SIM_ROBOT_PARAMETERS)
         value = {spec.name: self.get_parameter(spec.name).value for spec in SIM_ROBOT_PARAMETERS}
         if value["mode"] not in ("policy", "expert"):
@@ -85,18 +97,19 @@ class SimRobotNode(Node):
         self.results: list[EpisodeResult] = []
         self.chunk = None  # (actions, start_ns, dt_ns) of the newest usable chunk
 
-        camera_topic = "camera/top/compressed" if self.compressed else "camera/top/image_raw"
+        camera_topic = COMPRESSED_CAMERA_TOPIC if self.compressed else CAMERA_TOPIC
         self.camera_publisher = self.create_publisher(CompressedImage if self.compressed else Image, camera_topic,
                                                       SENSOR_QOS)
-        self.joint_publisher = self.create_publisher(JointState, "joint_states", SENSOR_QOS)
-        self.instruction_publisher = self.create_publisher(String, "instruction", LATCHED_QOS)
-        self.episode_publisher = self.create_publisher(String, "episode_start", LATCHED_QOS)
-        self.result_publisher = self.create_publisher(EpisodeResult, "~/episode_result", COMMAND_QOS)
+        self.joint_publisher = self.create_publisher(JointState, JOINT_STATE_TOPIC, SENSOR_QOS)
+        self.instruction_publisher = self.create_publisher(String, INSTRUCTION_TOPIC, LATCHED_QOS)
+        self.episode_publisher = self.create_publisher(String, EPISODE_START_TOPIC, LATCHED_QOS)
+        self.result_publisher = self.create_publisher(EpisodeResult, "~/" + EPISODE_RESULT_TOPIC, COMMAND_QOS)
         if self.expert_mode:
-            self.command_publisher = self.create_publisher(JointTrajectory, "joint_commands", COMMAND_QOS)
+            self.command_publisher = self.create_publisher(JointTrajectory, EXPERT_COMMAND_TOPIC, COMMAND_QOS)
         else:
-            self.create_subscription(ActionChunk, "action_chunk", self.chunk_callback, COMMAND_QOS)
-            self.create_subscription(JointTrajectory, "joint_trajectory", self.trajectory_callback, COMMAND_QOS)
+            self.create_subscription(ActionChunk, CHUNK_TOPIC, self.chunk_callback, COMMAND_QOS)
+            self.create_subscription(JointTrajectory, TRAJECTORY_TOPIC, self.trajectory_callback,
+                                     COMMAND_QOS)
         self.timer = None
         self.episode_start_ns = None
         if not self.stepped:  # a stepped robot starts on its first step, once its subscribers are up
@@ -125,24 +138,24 @@ class SimRobotNode(Node):
         try:
             chunk = msg_to_chunk(msg)
         except InputError as error:
-            self._reject(f"action_chunk: {error}")
+            self._reject(f"{CHUNK_TOPIC}: {error}")
             return
         started = self.episode_start_ns is not None
         if started and chunk.observation_stamp_ns >= self.episode_start_ns:  # never act on a previous episode
-            if self._accept("action_chunk", chunk.joint_names, chunk.actions, chunk.start_ns, round(chunk.dt_s * 1e9)):
+            if self._accept(CHUNK_TOPIC, chunk.joint_names, chunk.actions, chunk.start_ns, round(chunk.dt_s * 1e9)):
                 # End to end: camera frame and joint states stamped here -> policy -> this chunk back here.
                 age_ns = self.now_ns() - chunk.observation_stamp_ns
                 self.chunk_latencies_ms.append(age_ns / 1e6)
 
     def trajectory_callback(self, msg: JointTrajectory) -> None:
         if len(msg.points) < 2:
-            self._reject("joint_trajectory: needs two or more points (their spacing is the step time)")
+            self._reject(f"{TRAJECTORY_TOPIC}: needs two or more points (their spacing is the step time)")
             return
         start = time_to_ns(msg.header.stamp)
         if self.episode_start_ns is not None and start >= self.episode_start_ns:
             step = msg.points[1].time_from_start
             actions = [list(p.positions) for p in msg.points]
-            self._accept("joint_trajectory", tuple(msg.joint_names), actions, start,
+            self._accept(TRAJECTORY_TOPIC, tuple(msg.joint_names), actions, start,
                          step.sec * 1_000_000_000 + step.nanosec)
 
     def _accept(self, topic: str, names: tuple[str, ...], actions, start_ns: int, dt_ns: int) -> bool:
@@ -237,7 +250,7 @@ class SimRobotNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    spin_node("sim_robot", SimRobotNode, args)
+    spin_node(SIM_ROBOT_NODE, SimRobotNode, args)
 
 
 if __name__ == "__main__":

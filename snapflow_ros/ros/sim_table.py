@@ -20,11 +20,20 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from snapflow_ros.policy.checkpoint import checkpoint_id
-from snapflow_ros.ros.sim_demo import REPLAN_EVERY, is_cached, python_module, record_key, stamp_cache, record, train_teacher
+from snapflow_ros.files import checkpoint_id
+from snapflow_ros.ros.sim_demo import (
+    REPLAN_EVERY,
+    is_cached,
+    python_module,
+    record,
+    record_key,
+    stamp_cache,
+    train_teacher,
+)
 from snapflow_ros.sim.demo_config import SimDemoConfig, SimTableConfig
 from snapflow_ros.sim.evaluation import Candidate, evaluate_task
-from snapflow_ros.sim.tasks import get_task, sim_bag_config
+from snapflow_ros.sim.tasks import get_task
+from snapflow_ros.sim.topics import sim_bag_config
 
 POLICIES = (("teacher@10", "teacher", 10), ("teacher@2", "teacher", 2), ("teacher@1", "teacher", 1),
             ("student@1", "student", 1))

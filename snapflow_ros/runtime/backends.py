@@ -22,7 +22,7 @@ from snapflow_ros.errors import CheckpointError, ConfigError
 from snapflow_ros.export.graphs import flatten, unflatten
 from snapflow_ros.export.manifest import Manifest
 from snapflow_ros.families.registry import family
-from snapflow_ros.flow.sampling import euler_sample
+from snapflow_ros.flow.sampling import euler_integrate, sample_actions
 from snapflow_ros.policy.contract import FlowPolicy, RawBatch
 
 TENSORRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
@@ -109,16 +109,6 @@ class Backend(Protocol):
     def sample(self, batch: RawBatch, noise: torch.Tensor, steps: int) -> torch.Tensor: ...
 
 
-def euler(step, cache: Any, noise: torch.Tensor, steps: int) -> torch.Tensor:
-    """The Euler loop of snapflow_ros.flow.sampling over a backend's step function."""
-    dt = -1.0 / steps
-    x = noise
-    for k in range(steps):
-        t = 1.0 + k * dt
-        x = x + dt * step(x, t, max(t + dt, 0.0), cache)
-    return x
-
-
 class TorchBackend:
     name = "torch"
 
@@ -139,11 +129,8 @@ class TorchBackend:
         full = lambda v: torch.full((x.shape[0],), v, dtype=x.dtype, device=device)  # noqa: E731
         return self.policy.velocity(x.to(device), full(t), full(s), cache)
 
-    @torch.no_grad()
     def sample(self, batch: RawBatch, noise: torch.Tensor, steps: int) -> torch.Tensor:
-        cache = self.prefix(self.prepare(batch))
-        actions = euler_sample(self.policy, cache, noise.to(self.policy.device), steps)
-        return self.policy.unnormalize_actions(actions).cpu()
+        return sample_actions(self.policy, batch, noise, steps).cpu()
 
 
 class OnnxRuntimeBackend:
@@ -234,8 +221,10 @@ class OnnxRuntimeBackend:
         return torch.from_numpy(binding.copy_outputs_to_cpu()[0])
 
     def sample(self, batch: RawBatch, noise: torch.Tensor, steps: int) -> torch.Tensor:
+        """The Euler loop of snapflow_ros.flow.sampling, each step an expert-graph run."""
         cache = self.prefix(self.prepare(batch))
-        return self.processor.unnormalize_actions(euler(self.step, cache, noise.cpu().float(), steps))
+        actions = euler_integrate(lambda x, t, s: self.step(x, t, s, cache), noise.cpu().float(), steps)
+        return self.processor.unnormalize_actions(actions)
 
     def sample_monolithic(self, batch: RawBatch, noise: torch.Tensor, steps: int) -> torch.Tensor:
         """prefix + `steps` Euler steps in the single monolithic_<steps> graph (if exported)."""

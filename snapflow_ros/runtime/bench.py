@@ -9,7 +9,8 @@ import torch
 
 from snapflow_ros.export.manifest import MANIFEST, Manifest
 from snapflow_ros.export.onnx_export import export_policy
-from snapflow_ros.policy.checkpoint import checkpoint_id, load_policy
+from snapflow_ros.families.registry import load_policy
+from snapflow_ros.files import checkpoint_id
 from snapflow_ros.runtime.backends import OnnxRuntimeBackend, TorchBackend
 from snapflow_ros.runtime.timing import measure_interleaved
 
@@ -54,7 +55,8 @@ def bench_backends(teacher: Path, student: Path, workdir: Path, teacher_steps: i
     p50 = {k: v["p50"] for k, v in latency.items()}
     ratios = {}
     for name in ("torch", "onnxruntime"):
-        ratios[f"{name}: teacher@{n} / student@1"] = p50[f"{name}/teacher@{n}/decomposed"] / p50[f"{name}/student@1/decomposed"]
+        ratios[f"{name}: teacher@{n} / student@1"] = (p50[f"{name}/teacher@{n}/decomposed"]
+                                                      / p50[f"{name}/student@1/decomposed"])
         ratios[f"{name}: student@1 / (prefix + expert_step)"] = p50[f"{name}/student@1/decomposed"] / (
             p50[f"{name}/student/prefix"] + p50[f"{name}/student/expert_step"])
     ratios["onnxruntime: student@1 decomposed / monolithic"] = (

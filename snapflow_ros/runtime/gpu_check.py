@@ -315,7 +315,8 @@ def render_markdown(report: dict[str, Any]) -> str:
               "|---|---|---|---|---|---|"]
     for s in report.get("steps", []):
         note = s.get("reason") or (s["tail"][-1] if s.get("tail") else "")
-        cells = [s["name"], s["status"], *(_or_dash(s.get(k)) for k in ("seconds", "gpu_memory_peak_mib", "peak_rss_gib")),
+        cells = [s["name"], s["status"],
+                 *(_or_dash(s.get(k)) for k in ("seconds", "gpu_memory_peak_mib", "peak_rss_gib")),
                  note.replace("|", "/")[:160]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -17,7 +17,9 @@ import torch
 
 from snapflow_ros.errors import CheckpointError, ConfigError, SnapflowError
 from snapflow_ros.export.manifest import MANIFEST, Manifest
-from snapflow_ros.policy.checkpoint import checkpoint_id, load_policy
+from snapflow_ros.families.registry import load_policy
+from snapflow_ros.files import checkpoint_id, read_config
+from snapflow_ros.flow.sampling import default_steps
 from snapflow_ros.policy.contract import RawBatch
 from snapflow_ros.policy.observation import Observation
 from snapflow_ros.runtime.backends import Backend, OnnxRuntimeBackend, TorchBackend
@@ -48,8 +50,6 @@ class ServedPolicy:
 def check_policy_source(source: str, backend: str) -> None:
     """The cheap checks of load_served_policy (files present, config readable), for answering a
     parameter change at once; the full load still validates everything."""
-    from snapflow_ros.policy.checkpoint import read_config
-
     if backend not in BACKENDS:
         raise ConfigError(f"backend '{backend}' unknown; use one of {list(BACKENDS)}")
     if not source:
@@ -78,16 +78,16 @@ def load_served_policy(source: Path, backend: str = "torch", device: str = "cpu"
         manifest = Manifest.read(source)
         served_backend: Backend = OnnxRuntimeBackend(source)
         policy_id = f"{source.name}@{manifest.source_checkpoint_id.split('@')[-1]}"
-        default_steps, action_dim = manifest.steps, manifest.action_dim
+        steps_by_default, action_dim = manifest.steps, manifest.action_dim
         processor = served_backend.processor
     else:
         policy = load_policy(source, device)
         served_backend = TorchBackend(policy)
         policy_id = checkpoint_id(source)
-        default_steps = 1 if policy.target_time.is_trained() else 10
+        steps_by_default = default_steps(policy)
         action_dim = policy.action_dim
         processor = policy.processor
-    served = ServedPolicy(served_backend, policy_id, steps or default_steps, action_dim,
+    served = ServedPolicy(served_backend, policy_id, steps or steps_by_default, action_dim,
                           tuple(processor.cameras), time.perf_counter() - started)
     example = processor.example_batch(1)
     warm = time.perf_counter()

@@ -12,12 +12,8 @@ from threading import Lock
 
 import numpy as np
 
-from snapflow_ros.errors import InputError, SnapflowError
+from snapflow_ros.errors import HoldError, InputError
 from snapflow_ros.policy.observation import Observation
-
-
-class HoldError(SnapflowError):
-    """No observation can be assembled now; the message says why (for diagnostics)."""
 
 
 @dataclass

@@ -14,7 +14,7 @@ from __future__ import annotations
 from functools import partial
 
 from snapflow_ros.sim.experts import MetaWorldExpert, RouteExpert, detour_routes, goal_routes
-from snapflow_ros.sim.tasks import SimTask
+from snapflow_ros.sim.task import SimTask
 
 TASKS = [
     SimTask("reach", "reach-v3", "reach the goal", max_steps=100, expert=MetaWorldExpert, planar=True),

@@ -14,12 +14,17 @@ from pathlib import Path
 
 import numpy as np
 
+from snapflow_ros.policy.chunk_executor import ExecutorConfig
 from snapflow_ros.runtime.serving import load_served_policy
 from snapflow_ros.runtime.timing import percentiles
 from snapflow_ros.sim.robot import MetaWorldRobot
 from snapflow_ros.sim.rollout import EpisodeResult, run_episode
 from snapflow_ros.sim.statistics import wilson_interval
 from snapflow_ros.sim.tasks import SimTask
+
+# The node's defaults on the simulated robot (config/sim_robot.yaml's action_dt): one action per
+# 20 Hz step, stale actions dropped, no blending; without a watermark the chunk timer decides.
+SIM_EXECUTOR = ExecutorConfig(action_dt_s=0.05)
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,10 @@ def summarize(results: list[EpisodeResult]) -> dict:
 
 
 def evaluate_task(task: SimTask, candidates: list[Candidate], episodes: int, seed: int, image_size: int,
-                  replan_every: int, progress: Callable[[str], None] | None = None) -> dict:
+                  replan_every: int, progress: Callable[[str], None] | None = None,
+                  executor: ExecutorConfig = SIM_EXECUTOR, latency_s: float = 0.0) -> dict:
+    """Each candidate under the node's chunk executor (`executor`: its parameters; the chunk timer
+    every `replan_every` steps), with `latency_s` of simulated inference delay."""
     report = {}
     for candidate in candidates:
         policy = load_served_policy(candidate.checkpoint, "torch", "cpu", candidate.steps)
@@ -48,7 +56,8 @@ def evaluate_task(task: SimTask, candidates: list[Candidate], episodes: int, see
         try:
             results = []
             for episode in range(episodes):
-                results.append(run_episode(robot, policy, replan_every, seed=seed + episode))
+                results.append(run_episode(robot, policy, executor, replan_every, seed=seed + episode,
+                                           latency_s=latency_s))
                 if progress:
                     progress(f"{task.name} {candidate.name}: {sum(r.success for r in results)}/{episode + 1}")
         finally:
@@ -112,7 +121,8 @@ def write_plot(per_task: dict[str, dict], path: Path) -> None:
         else:
             parts.append(f'<polygon points="{px},{py - 6} {px + 6},{py} {px},{py + 6} {px - 6},{py}" fill="{colour}"/>')
     for i, name in enumerate(names):
-        parts.append(f'<text x="{width - legend}" y="{margin + 16 * i}" fill="{colours[i % len(colours)]}">{name}</text>')
+        parts.append(f'<text x="{width - legend}" y="{margin + 16 * i}" fill="{colours[i % len(colours)]}">'
+                     f'{name}</text>')
     for i, task in enumerate(tasks):
         parts.append(f'<text x="{width - legend}" y="{margin + 16 * (len(names) + 1 + i)}">'
                      f'{["●", "■", "◆"][i % 3]} {task}</text>')

@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from snapflow_ros.sim.robot import ACTION_SCALE, MetaWorldRobot
+from snapflow_ros.sim.robot import ACTION_SCALE
+from snapflow_ros.sim.task import TaskRobot
 
 WAYPOINT_REACHED = 0.015  # metres: close enough to a via point to head for the next one
 
@@ -17,7 +18,7 @@ class MetaWorldExpert:
 
     mode = 0
 
-    def __init__(self, robot: MetaWorldRobot, seed: int) -> None:
+    def __init__(self, robot: TaskRobot, seed: int) -> None:
         from metaworld.policies import ENV_POLICY_MAP
 
         self.robot = robot
@@ -36,7 +37,7 @@ class MetaWorldExpert:
         return np.append(hand + action[:3] * ACTION_SCALE, 0.0 if action[3] > 0 else 1.0)
 
 
-Routes = Callable[[MetaWorldRobot], list[list[np.ndarray]]]
+Routes = Callable[[TaskRobot], list[list[np.ndarray]]]
 
 
 class RouteExpert:
@@ -45,7 +46,7 @@ class RouteExpert:
     demonstrates each equally often: the mean of the demonstrated actions is then the mean of
     the modes, the point a mean-seeking one-step sampler lands on."""
 
-    def __init__(self, robot: MetaWorldRobot, seed: int, routes: Routes) -> None:
+    def __init__(self, robot: TaskRobot, seed: int, routes: Routes) -> None:
         self.robot, self.routes = robot, routes
         self.rng = np.random.default_rng(seed)
         self.mode = 0
@@ -68,7 +69,7 @@ class RouteExpert:
         return np.append(hand + step, 1.0)
 
 
-def detour_routes(robot: MetaWorldRobot) -> list[list[np.ndarray]]:
+def detour_routes(robot: TaskRobot) -> list[list[np.ndarray]]:
     """Straight at the pillar, a sidestep past it on the left or the right, then on to the goal.
     The routes part 3 cm before the pillar's edge: up to there nothing observable tells them
     apart (a state that did would make each observation's actions unimodal), and from there
@@ -80,6 +81,6 @@ def detour_routes(robot: MetaWorldRobot) -> list[list[np.ndarray]]:
     return [[approach, np.append(pillar + side * task.detour * normal, start[2]), goal] for side in (-1.0, 1.0)]
 
 
-def goal_routes(robot: MetaWorldRobot) -> list[list[np.ndarray]]:
+def goal_routes(robot: TaskRobot) -> list[list[np.ndarray]]:
     """Straight to one of the goals."""
     return [[goal] for goal in robot.hand_goals]

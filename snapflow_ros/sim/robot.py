@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from snapflow_ros.sim.tasks import SUCCESS_RADIUS, SimTask
+from snapflow_ros.errors import InputError
+from snapflow_ros.sim.task import SUCCESS_RADIUS, SimTask
 
 STATE_NAMES = ("ee_x", "ee_y", "ee_z", "gripper")
 ACTION_SCALE = 0.01          # Meta-World: metres per step at action 1
@@ -49,9 +50,8 @@ class StepOutcome:
 class MetaWorldRobot:
     def __init__(self, task: SimTask, seed: int, image_size: int = 64, render: bool = True) -> None:
         os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; osmesa also works
-        from metaworld.env_dict import ALL_V3_ENVIRONMENTS
-
         import mujoco
+        from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 
         self.task, self.image_size, self.render = task, image_size, render
         env = ALL_V3_ENVIRONMENTS[task.env_name](render_mode="rgb_array" if render else None, camera_name=CAMERA,
@@ -133,7 +133,7 @@ class MetaWorldRobot:
         the camera frame (an empty image) when nobody will look at it."""
         target = np.asarray(target, dtype=np.float64)
         if target.shape != (4,) or not np.all(np.isfinite(target)):
-            raise ValueError(f"target must be 4 finite values {STATE_NAMES}, got {target}")
+            raise InputError(f"target must be 4 finite values {STATE_NAMES}, got {target}")
         delta = np.clip((target[:3] - self.full_obs[:3]) / ACTION_SCALE, -1.0, 1.0)
         grip = 1.0 if target[3] < 0.5 else -1.0  # Meta-World: +1 closes, -1 opens
         self.full_obs, _, _, _, info = self.env.step(np.append(delta, grip).astype(np.float32))

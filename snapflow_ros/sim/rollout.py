@@ -1,9 +1,10 @@
 """Closed-loop policy episodes on the simulated robot (demonstrations are recorded through ROS:
 snapflow_ros.ros.sim_recording).
 
-A policy runs the way the node serves it (ServedPolicy.predict on an Observation): every
-`replan_every` environment steps it is asked for a chunk of targets from the current camera
-image, state and instruction, and the robot executes the first `replan_every` of them.
+A policy runs the way the node serves it: ServedPolicy.predict on an Observation, and the node's
+ChunkExecutor deciding when a chunk is due and which action is in force at every step. Time is
+simulated (one action step per environment step); `latency_s` is a simulated inference delay,
+during which the robot goes on executing the chunk in force, as it does on a robot.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from snapflow_ros.policy.chunk_executor import ChunkExecutor, ExecutorConfig, Trigger
 from snapflow_ros.policy.observation import Observation
 from snapflow_ros.sim.robot import MetaWorldRobot, SimObservation
 from snapflow_ros.sim.tasks import SimTask
@@ -32,19 +35,44 @@ class EpisodeResult:
     latencies_ms: list[float] = field(default_factory=list)
 
 
-def run_episode(robot: MetaWorldRobot, policy, replan_every: int, seed: int) -> EpisodeResult:
-    """One closed-loop episode of `policy` (a ServedPolicy) from a fresh reset."""
+@dataclass(frozen=True)
+class _Request:
+    actions: np.ndarray
+    observation_ns: int
+    arrival_ns: int
+
+
+def run_episode(robot: MetaWorldRobot, policy, executor: ExecutorConfig, period_steps: int, seed: int,
+                latency_s: float = 0.0) -> EpisodeResult:
+    """One closed-loop episode of `policy` (a ServedPolicy) from a fresh reset. The chunk timer
+    fires every `period_steps` steps; with a watermark, the inputs are complete at every step."""
+    chunks = ChunkExecutor(executor)
+    dt_ns, latency_ns = executor.action_dt_ns, round(latency_s * 1e9)
     sim = robot.reset()
-    latencies = []
-    calls = 0
+    latencies: list[float] = []
+    pending: _Request | None = None
+    step = 0
     while True:
-        started = time.perf_counter()
-        chunk = policy.predict(observation(sim, robot.task), seed=seed * 100_003 + calls)
-        latencies.append((time.perf_counter() - started) * 1e3)
-        calls += 1
-        targets = chunk[:replan_every]
-        for k, target in enumerate(targets):
-            outcome = robot.step(target, render=k == len(targets) - 1)  # a frame only for the next chunk
-            if outcome.done:
-                return EpisodeResult(outcome.success, outcome.failure, robot.steps, latencies)
+        now = step * dt_ns
+        if pending is not None and now >= pending.arrival_ns:
+            chunks.accept(pending.actions, pending.observation_ns, pending.arrival_ns, policy.policy_id)
+            pending = None
+        trigger = Trigger.PERIOD if step % period_steps == 0 else Trigger.INPUTS_COMPLETE
+        if pending is None and chunks.due(now, trigger):  # one inference at a time, as on the node's worker
+            started = time.perf_counter()
+            actions = policy.predict(observation(sim, robot.task, now), seed=seed * 100_003 + len(latencies))
+            latencies.append((time.perf_counter() - started) * 1e3)
+            pending = _Request(actions, now, now + latency_ns)
+            if latency_ns == 0:
+                chunks.accept(actions, now, now, policy.policy_id)
+                pending = None
+        target = chunks.action_at(now)
+        if target is None:  # no chunk yet (the first is still being computed): stay where it is
+            target = sim.state
+        # A frame only where the next step may compute a chunk (rendering is most of a step's cost).
+        render = executor.watermark > 0 or (step + 1) % period_steps == 0
+        outcome = robot.step(target, render=render)
+        step += 1
+        if outcome.done:
+            return EpisodeResult(outcome.success, outcome.failure, robot.steps, latencies)
         sim = outcome.observation

@@ -22,6 +22,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 
 from snapflow_ros.errors import ConfigError
+from snapflow_ros.markdown import table_lines
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -294,20 +295,14 @@ def comparison_rows(report: dict) -> list[list[str]]:
     return rows
 
 
-def _markdown(header: list[str], rows: list[list[str]]) -> list[str]:
-    escaped = [[cell.replace("|", "\\|") for cell in row] for row in rows]
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + \
-           ["| " + " | ".join(row) + " |" for row in escaped]
-
-
 def markdown_table(report: dict) -> str:
     """The sim-table as Markdown: the policies' table, then the comparisons' table."""
     alpha = report["alpha"]
-    lines = _markdown(["task", "policy", "per-seed success", "mean over seeds ± 95% t",
-                       "pooled (95% Wilson)"], table_rows(report))
-    lines += ["", *_markdown(["task", "comparison", "difference", "95% CI (paired bootstrap)",
-                              "discordant (a / b better)", "McNemar p", "bootstrap p",
-                              f"significant at {100 * alpha:g}%"], comparison_rows(report))]
+    lines = table_lines(["task", "policy", "per-seed success", "mean over seeds ± 95% t",
+                         "pooled (95% Wilson)"], table_rows(report))
+    lines += ["", *table_lines(["task", "comparison", "difference", "95% CI (paired bootstrap)",
+                                "discordant (a / b better)", "McNemar p", "bootstrap p",
+                                f"significant at {100 * alpha:g}%"], comparison_rows(report))]
     return "\n".join(lines) + "\n"
 
 

@@ -20,9 +20,9 @@ from torch.nn import functional as F
 
 from snapflow_ros.families.builtin.configuration import BuiltinVLAConfig
 from snapflow_ros.families.builtin.processor import NORMALIZATION, BuiltinProcessor
+from snapflow_ros.files import WEIGHTS, load_state_strict, read_config, read_tensors
 from snapflow_ros.flow.target_time import TargetTimeMLP
 from snapflow_ros.flow.time import sinusoidal_time_embedding
-from snapflow_ros.policy.checkpoint import WEIGHTS, load_state_strict, read_config, read_tensors
 from snapflow_ros.policy.contract import FlowPolicy, RawBatch
 from snapflow_ros.policy.normalization import Normalizer
 

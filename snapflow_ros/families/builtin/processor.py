@@ -13,6 +13,8 @@ from safetensors.torch import save_file
 from torch.nn import functional as F
 
 from snapflow_ros.errors import InputError
+from snapflow_ros.families.builtin.configuration import BuiltinVLAConfig
+from snapflow_ros.files import CONFIG, load_state_strict, read_config, read_tensors
 from snapflow_ros.policy.contract import example_instruction
 from snapflow_ros.policy.normalization import Normalizer
 
@@ -55,7 +57,7 @@ class BuiltinProcessor:
     """The built-in VLA's whole input/output path (no model weights): loadable on its own, so an
     ONNX deployment preprocesses exactly as training did."""
 
-    def __init__(self, config, state_normalizer: Normalizer, action_normalizer: Normalizer) -> None:
+    def __init__(self, config: BuiltinVLAConfig, state_normalizer: Normalizer, action_normalizer: Normalizer) -> None:
         self.config = config
         self.cameras = tuple(config.cameras)
         self.state_normalizer = state_normalizer
@@ -98,16 +100,13 @@ class BuiltinProcessor:
                 for name, n in (("state", self.state_normalizer), ("action", self.action_normalizer))}
 
     def save(self, directory: Path) -> None:
-        (Path(directory) / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        (Path(directory) / CONFIG).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
         save_file({f"state_normalizer.{k}": v.cpu() for k, v in self.state_normalizer.state_dict().items()}
                   | {f"action_normalizer.{k}": v.cpu() for k, v in self.action_normalizer.state_dict().items()},
                   Path(directory) / NORMALIZATION)
 
     @classmethod
     def load(cls, directory: Path) -> BuiltinProcessor:
-        from snapflow_ros.families.builtin.configuration import BuiltinVLAConfig
-        from snapflow_ros.policy.checkpoint import load_state_strict, read_config, read_tensors
-
         config = BuiltinVLAConfig.from_dict(read_config(directory))
         state, action = Normalizer(config.state_dim), Normalizer(config.action_dim)
         tensors = read_tensors(Path(directory) / NORMALIZATION)

@@ -3,8 +3,6 @@
 The only place (with families/lerobot/*) that imports lerobot or transformers.
 """
 
-from snapflow_ros.families.lerobot.adapter import PI0Adapter, PI05Adapter, SmolVLAAdapter
-
-ADAPTERS = {"pi0": PI0Adapter, "pi05": PI05Adapter, "smolvla": SmolVLAAdapter}
+from snapflow_ros.families.lerobot.adapter import ADAPTERS, PI0Adapter, PI05Adapter, SmolVLAAdapter
 
 __all__ = ["ADAPTERS", "PI0Adapter", "PI05Adapter", "SmolVLAAdapter"]

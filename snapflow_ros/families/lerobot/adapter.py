@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from snapflow_ros.errors import CheckpointError
+from snapflow_ros.families.lerobot.construction import construct_policy
 from snapflow_ros.families.lerobot.processor import (
     IMAGE_PREFIX,
     POSTPROCESSOR,
@@ -32,16 +33,15 @@ from snapflow_ros.families.lerobot.processor import (
     offline_files,
     static_token_padding,
 )
-from snapflow_ros.families.lerobot.builders import construct_policy
 from snapflow_ros.families.lerobot.suffix import (
     gemma_expert,
-    pi05_suffix,
     pi0_suffix,
+    pi05_suffix,
     smolvla_suffix,
     suffix_attention,
 )
+from snapflow_ros.files import CONFIG, WEIGHTS, load_state_strict, read_tensors
 from snapflow_ros.flow.target_time import TargetTimeMLP
-from snapflow_ros.policy.checkpoint import CONFIG, WEIGHTS, load_state_strict, read_tensors
 from snapflow_ros.policy.contract import FlowPolicy, RawBatch
 
 TARGET_TIME = "snapflow_target_time.safetensors"  # phi(s) of a SnapFlow student
@@ -78,7 +78,7 @@ class LeRobotAdapter(FlowPolicy):
         self.preprocessor = preprocessor
         self.postprocessor = postprocessor
         self.bundled = bundled or {}  # TOKENIZER / VLM directories copied into saved checkpoints
-        self.architecture = architecture  # sizes LeRobot does not derive from config.json (builders.py)
+        self.architecture = architecture  # sizes LeRobot does not derive from config.json (construction.py)
         config = policy.config
         self.chunk_size = int(config.chunk_size)
         self.action_dim = int(config.output_features["action"].shape[0])
@@ -473,3 +473,6 @@ class SmolVLAAdapter(LeRobotAdapter):
         # state_proj feeds the (frozen, cached) prefix in SmolVLA, so it is not trained here.
         return [m.vlm_with_expert.lm_expert, m.action_in_proj, m.action_out_proj,
                 m.action_time_mlp_in, m.action_time_mlp_out]
+
+
+ADAPTERS: dict[str, type[LeRobotAdapter]] = {"pi0": PI0Adapter, "pi05": PI05Adapter, "smolvla": SmolVLAAdapter}

@@ -3,14 +3,14 @@ architectures.py (tiny for tests, width for CI, full = the published architectur
 
 The same classes, processors and code paths as a real checkpoint, with a small word-level
 tokenizer and (SmolVLA) a local SmolVLM config + processor, bundled so the checkpoint loads
-offline. pi0/pi0.5 hard-code their PaliGemma/Gemma sizes, so a smaller one is built inside
-`pi_architecture`, which swaps LeRobot's size lookups during construction; the spec is stored
-in the checkpoint's snapflow.json so it reloads the same way (none for full size: LeRobot's own).
+offline. A smaller pi0/pi0.5 is built by construction.pi_architecture; its spec is stored in the
+checkpoint's snapflow.json so it reloads the same way (none for full size: LeRobot's own).
 """
 
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,78 +18,14 @@ from typing import Any
 import torch
 
 from snapflow_ros.errors import ConfigError
+from snapflow_ros.families.lerobot.adapter import ADAPTERS
 from snapflow_ros.families.lerobot.architectures import PI, SIZES, SMOLVLA, TINY_POLICY
+from snapflow_ros.families.lerobot.construction import construct_policy
+from snapflow_ros.families.lerobot.processor import TOKENIZER, VLM
+from snapflow_ros.files import save_policy
 
 FAMILIES = ("pi0", "pi05", "smolvla")
 DTYPES = ("float32", "bfloat16")
-
-
-@contextlib.contextmanager
-def pi_architecture(spec: dict | None) -> Iterator[None]:
-    """While active, LeRobot's pi0/pi0.5 build the PaliGemma/Gemma sizes of `spec` (no-op for
-    None: LeRobot's own gemma_2b / gemma_300m / so400m)."""
-    if spec is None:
-        yield
-        return
-    from lerobot.policies.pi0 import modeling_pi0
-    from lerobot.policies.pi05 import modeling_pi05
-
-    vocab_size = spec["vocab_size"]
-    saved = []
-    for module in (modeling_pi0, modeling_pi05):
-        real_paligemma, real_mapping = module.PaliGemmaForConditionalGenerationWithPiGemma, module.CONFIG_MAPPING
-        saved.append((module, module.get_gemma_config, real_paligemma, real_mapping))
-
-        def gemma_config(variant: str, _module=module) -> Any:
-            # "gemma_2b" names the VLM slot and "gemma_300m" the expert slot in PI0Config.
-            return _module.GemmaConfig(**spec["vlm" if variant == "gemma_2b" else "expert"])
-
-        def paligemma(config: Any, _real=real_paligemma) -> Any:
-            vision = config.vision_config
-            for key, value in spec["vision"].items():
-                setattr(vision, key, value)
-            vision.projection_dim = config.text_config.hidden_size
-            config.text_config.num_image_tokens = (vision.image_size // vision.patch_size) ** 2
-            config.text_config.vocab_size = vocab_size
-            return _real(config)
-
-        class Mapping:  # the expert's (unused) lm_head gets the vocabulary too
-            def __getitem__(self, key: str, _real=real_mapping) -> Any:
-                config_class = _real[key]
-                if key == "gemma":
-                    return lambda **kw: config_class(**{**kw, "vocab_size": vocab_size})
-                return config_class
-
-        module.get_gemma_config = gemma_config
-        module.PaliGemmaForConditionalGenerationWithPiGemma = paligemma
-        module.CONFIG_MAPPING = Mapping()
-    try:
-        yield
-    finally:
-        for module, get_config, real_paligemma, real_mapping in saved:
-            module.get_gemma_config = get_config
-            module.PaliGemmaForConditionalGenerationWithPiGemma = real_paligemma
-            module.CONFIG_MAPPING = real_mapping
-
-
-def construct_policy(policy_class: type, config: Any, architecture: dict | None) -> Any:
-    """LeRobot's policy for `config`; a bfloat16 one is built in bfloat16 directly (LeRobot
-    builds float32 and casts: 16 GB for pi0.5, over half this machine's memory), with LeRobot's
-    float32 islands, and the projections and time MLPs outside the VLM/expert in float32."""
-    low = getattr(config, "dtype", "float32") == "bfloat16"
-    previous = torch.get_default_dtype()
-    if low:
-        torch.set_default_dtype(torch.bfloat16)
-    try:
-        with pi_architecture(architecture):
-            policy = policy_class(config)
-    finally:
-        torch.set_default_dtype(previous)
-    if low:
-        for name, module in policy.model.named_children():
-            if name != "paligemma_with_expert":
-                module.float()
-    return policy
 
 
 def build_tokenizer(directory: Path, extra_words: list[str]) -> Any:
@@ -172,13 +108,7 @@ def build_lerobot_checkpoint(family: str, output: Path, *, states: torch.Tensor,
     """Writes a LeRobot checkpoint directory of a random `family` policy of `size` (plus the
     bundled tokenizer / VLM files so it loads offline) and returns it. Stats come from
     states/actions. chunk_size: LeRobot's default (50) unless given."""
-    import tempfile
-
     from lerobot.configs import FeatureType, PolicyFeature
-
-    from snapflow_ros.families.lerobot.processor import TOKENIZER, VLM
-    from snapflow_ros.families.registry import family as family_class
-    from snapflow_ros.policy.checkpoint import save_policy
 
     for name, value, choices in (("family", family, FAMILIES), ("size", size, SIZES), ("dtype", dtype, DTYPES)):
         if value not in choices:
@@ -227,7 +157,7 @@ def build_lerobot_checkpoint(family: str, output: Path, *, states: torch.Tensor,
             settings |= {"paligemma_variant": "gemma_2b", "action_expert_variant": "gemma_300m",
                          "dtype": dtype, "image_resolution": (image, image)}
         config = Config(**settings)
-        adapter_class = family_class(family)
+        adapter_class = ADAPTERS[family]
         policy = construct_policy(adapter_class.policy_class(), config, architecture)
         with torch.no_grad():
             for p in policy.parameters():

@@ -7,15 +7,12 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
 from snapflow_ros.errors import CheckpointError, InputError
 from snapflow_ros.policy.contract import RawBatch, example_instruction
-
-if TYPE_CHECKING:
-    from snapflow_ros.families.lerobot.adapter import LeRobotAdapter
 
 TOKENIZER = "tokenizer"                            # bundled tokenizer: the checkpoint loads offline
 VLM = "vlm"                                        # SmolVLA: bundled VLM config + processor files
@@ -36,11 +33,22 @@ class _PolicyStandIn:
         yield self._probe
 
 
+class FamilyClass(Protocol):
+    """What the processor uses of an adapter class (adapter.LeRobotAdapter and its subclasses),
+    named here so that the adapter imports the processor and not the other way round."""
+
+    family: str
+
+    def policy_class(self) -> type: ...
+
+    def model_inputs(self, policy: Any, batch: dict[str, Any]) -> dict[str, Any]: ...
+
+
 class LeRobotProcessor:
     """A LeRobot checkpoint's input/output path: its processor pipelines plus the policy class's
     own image/state/action preparation; no weights."""
 
-    def __init__(self, adapter_class: type[LeRobotAdapter], config: Any, preprocessor: Any,
+    def __init__(self, adapter_class: FamilyClass, config: Any, preprocessor: Any,
                  postprocessor: Any, tokenizer_dir: Path | None) -> None:
         self.adapter_class = adapter_class
         self.config = config
@@ -119,7 +127,7 @@ class LeRobotProcessor:
             shutil.copytree(self.tokenizer_dir, directory / TOKENIZER)
 
     @classmethod
-    def load(cls, adapter_class: type[LeRobotAdapter], directory: Path) -> LeRobotProcessor:
+    def load(cls, adapter_class: FamilyClass, directory: Path) -> LeRobotProcessor:
         from lerobot.configs.policies import PreTrainedConfig
 
         adapter_class.policy_class()  # registers the config type

@@ -1,5 +1,10 @@
-"""Checkpoint directories: written atomically, loaded by their config.json "type" and strictly
-(a missing or mismatched tensor is an error, never a randomly initialised policy)."""
+"""Files as snapflow_ros writes and reads them: directories replaced atomically (temporary
+sibling + rename), and checkpoint directories' config.json and safetensors read strictly (a
+missing or mismatched tensor is an error, never a randomly initialised policy).
+
+The bottom of the import tree: families, export, bags and training import it; it imports no
+family (choosing the family of a checkpoint is snapflow_ros.families.registry's job).
+"""
 
 from __future__ import annotations
 
@@ -17,7 +22,6 @@ import torch
 from safetensors.torch import load_file
 
 from snapflow_ros.errors import CheckpointError
-from snapflow_ros.families.registry import family
 from snapflow_ros.policy.contract import FlowPolicy
 
 CONFIG = "config.json"
@@ -63,7 +67,10 @@ def atomic_path(final: Path) -> Iterator[Path]:
 
 
 def save_policy(policy: FlowPolicy, directory: Path, provenance: dict[str, Any] | None = None) -> Path:
-    """Writes the policy's directory (its family's layout) atomically, plus provenance.json."""
+    """Writes the policy's directory (its family's layout) atomically, plus provenance.json.
+
+    Here and not in the registry: saving needs no family choice (the policy knows its layout),
+    and families save too (a built random LeRobot checkpoint)."""
     with atomic_directory(directory) as tmp:
         policy.save_pretrained(tmp)
         if provenance is not None:
@@ -72,31 +79,17 @@ def save_policy(policy: FlowPolicy, directory: Path, provenance: dict[str, Any] 
 
 
 def read_config(directory: Path) -> dict[str, Any]:
+    """A checkpoint directory's config.json, which names its family in "type"."""
     path = Path(directory) / CONFIG
     if not path.is_file():
         raise CheckpointError(f"{directory}: not a checkpoint directory ({CONFIG} missing)")
     try:
         values = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CheckpointError(f"{path}: invalid JSON ({error})") from None
-    if "type" not in values:
+    if not isinstance(values, dict) or "type" not in values:
         raise CheckpointError(f"{path}: no 'type' field naming the policy family")
     return values
-
-
-def load_policy(directory: Path, device: str | torch.device = "cpu", tokenizer: Path | None = None) -> FlowPolicy:
-    """The policy of a checkpoint directory, by its config.json "type", in eval mode.
-
-    tokenizer: a local tokenizer (SmolVLA: VLM config + processor) directory for a LeRobot
-    checkpoint that has none bundled and none in the local Hugging Face cache."""
-    directory = Path(directory)
-    type_name = read_config(directory)["type"]
-    policy_class = family(type_name)
-    if tokenizer is None:
-        return policy_class.from_pretrained(directory, device).eval()
-    if type_name == "builtin":
-        raise CheckpointError(f"{directory}: a {type_name} checkpoint takes no tokenizer directory")
-    return policy_class.from_pretrained(directory, device, tokenizer=Path(tokenizer)).eval()
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
