@@ -21,11 +21,12 @@ def sample_flow_time(batch_size: int, generator: torch.Generator | None = None,
 
 def sinusoidal_time_embedding(time: torch.Tensor, dim: int, min_period: float = 4e-3,
                               max_period: float = 4.0) -> torch.Tensor:
-    """(B,) times -> (B, dim) [sin | cos] features; LeRobot's create_sinusoidal_pos_embedding."""
+    """(...) times -> (..., dim) [sin | cos] features: (B,) per sample or (B, H) per action;
+    LeRobot's create_sinusoidal_pos_embedding."""
     if dim % 2:
         raise ConfigError(f"sinusoidal embedding dim must be even, got {dim}")
     fraction = torch.linspace(0.0, 1.0, dim // 2, dtype=torch.float64, device=time.device)
     period = min_period * (max_period / min_period) ** fraction
     scaling = (1.0 / period) * 2 * math.pi
-    sin_input = scaling[None, :] * time.to(torch.float64)[:, None]
-    return torch.cat([torch.sin(sin_input), torch.cos(sin_input)], dim=1).to(time.dtype)
+    sin_input = scaling * time.to(torch.float64)[..., None]
+    return torch.cat([torch.sin(sin_input), torch.cos(sin_input)], dim=-1).to(time.dtype)

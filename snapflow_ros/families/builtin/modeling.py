@@ -143,9 +143,12 @@ class BuiltinVLA(FlowPolicy):
                  cache: BuiltinPrefixCache) -> torch.Tensor:
         w = self.config.width
         action_tokens = self.action_in_proj(x) + self.action_position
-        # SnapFlow: phi(s) joins sinusoid(t) before the policy's own time MLP.
+        # SnapFlow: phi(s) joins sinusoid(t) before the policy's own time MLP. t and s are (B,)
+        # or (B, H) per action (a committed prefix rides at t = s = 0); the MLP is per token.
         time_embedding = sinusoidal_time_embedding(t, w).to(x.dtype) + self.target_time(s)
-        fused = torch.cat([action_tokens, time_embedding[:, None, :].expand_as(action_tokens)], -1)
+        if time_embedding.dim() == 2:
+            time_embedding = time_embedding[:, None, :]
+        fused = torch.cat([action_tokens, time_embedding.expand_as(action_tokens)], -1)
         h = self.action_time_mlp_out(F.silu(self.action_time_mlp_in(fused)))
         ones = torch.ones(h.shape[:2], dtype=torch.bool, device=h.device)
         key_mask = torch.cat([cache.mask, ones], dim=1)

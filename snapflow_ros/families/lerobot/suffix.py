@@ -23,16 +23,24 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
+from snapflow_ros.errors import ConfigError
+
 
 def time_embedding(model: nn.Module, t: torch.Tensor, s: torch.Tensor, target_time: nn.Module,
                    width: int, dtype: torch.dtype) -> torch.Tensor:
-    """(B, width): LeRobot's sinusoid(t) in `dtype`, plus phi(s) (zero for a teacher)."""
+    """(B, width), or (B, H, width) for per-action times: LeRobot's sinusoid(t) in `dtype`, plus
+    phi(s) (zero for a teacher). LeRobot's sinusoid takes (N,) only, hence the flattening."""
     from lerobot.policies.common.vla_utils import create_sinusoidal_pos_embedding
 
     config = model.config
-    emb = create_sinusoidal_pos_embedding(t, width, min_period=config.min_period,
+    emb = create_sinusoidal_pos_embedding(t.reshape(-1), width, min_period=config.min_period,
                                           max_period=config.max_period, device=t.device).type(dtype=dtype)
-    return emb + target_time(s).to(emb.dtype)
+    return emb.reshape(*t.shape, width) + target_time(s).to(emb.dtype)
+
+
+def per_token(time_emb: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """A per-sample (B, W) embedding repeated over the tokens; a per-action (B, H, W) one as it is."""
+    return time_emb[:, None, :].expand_as(tokens) if time_emb.dim() == 2 else time_emb
 
 
 def _suffix_masks(batch: int, tokens: int, first: list[int], device: torch.device,
@@ -46,6 +54,10 @@ def _suffix_masks(batch: int, tokens: int, first: list[int], device: torch.devic
 def pi05_suffix(model: nn.Module, x: torch.Tensor, t: torch.Tensor, s: torch.Tensor,
                 target_time: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(embs, pad masks, att masks, adaRMS condition) as PI05Pytorch.embed_suffix, with phi(s)."""
+    if t.dim() != 1:
+        # LeRobot's adaptive RMSNorm takes one condition per sample; per token it needs our own layer.
+        raise ConfigError("pi0.5 takes one flow time per sample (B,) for now; per-action times (B, H) "
+                          "are built for the built-in VLA, pi0 and SmolVLA")
     time_emb = time_embedding(model, t, s, target_time, model.action_in_proj.out_features, t.dtype)
     action_emb = model._apply_checkpoint(model.action_in_proj, x)
 
@@ -65,7 +77,7 @@ def pi0_suffix(model: nn.Module, state: torch.Tensor, x: torch.Tensor, t: torch.
     state_emb = model._apply_checkpoint(model.state_proj, state)
     time_emb = time_embedding(model, t, s, target_time, model.action_in_proj.out_features, t.dtype)
     action_emb = model._apply_checkpoint(model.action_in_proj, x)
-    fused = torch.cat([action_emb, time_emb[:, None, :].expand_as(action_emb)], dim=2)
+    fused = torch.cat([action_emb, per_token(time_emb, action_emb)], dim=2)
 
     def mlp(emb: torch.Tensor) -> torch.Tensor:
         return model.action_time_mlp_out(F.silu(model.action_time_mlp_in(emb)))
@@ -81,7 +93,7 @@ def smolvla_suffix(model: nn.Module, x: torch.Tensor, t: torch.Tensor, s: torch.
     action_emb = model.action_in_proj(x)
     time_emb = time_embedding(model, t, s, target_time, model.vlm_with_expert.expert_hidden_size,
                               action_emb.dtype)
-    fused = torch.cat([action_emb, time_emb[:, None, :].expand_as(action_emb)], dim=2)
+    fused = torch.cat([action_emb, per_token(time_emb, action_emb)], dim=2)
     embs = model.action_time_mlp_out(F.silu(model.action_time_mlp_in(fused)))
     pad, att = _suffix_masks(x.shape[0], embs.shape[1], [1] * embs.shape[1], x.device, embs.dtype)
     return embs, pad, att
