@@ -89,15 +89,18 @@ def through_the_node(ros, config: ExecutorConfig, period_steps: int) -> np.ndarr
     published: list[tuple[int, object]] = []  # (arrival on the node clock, chunk)
     node.chunk_publisher.publish = lambda msg: published.append((clock.now().nanoseconds, msg_to_chunk(msg)))
     busy_until = 0
+    period_pending = False  # a timer tick while the worker is busy waits for it (ChunkWorker keeps it)
     executed = []
     # The node's worker is never woken here (no spinning, inputs go straight to the assembler):
     # this thread plays the worker, waking it as the timer and the inputs would.
     for step in range(STEPS):
         now = BASE_NS + step * DT_NS
+        period_pending |= step % period_steps == 0
         if now >= busy_until:  # one inference at a time: the worker is busy until the chunk is out
             set_time(now)
             node.assembler.update_joints(now, observed_state(step))
-            node.serve(Trigger.PERIOD if step % period_steps == 0 else Trigger.INPUTS_COMPLETE)
+            node.serve(Trigger.PERIOD if period_pending else Trigger.INPUTS_COMPLETE)
+            period_pending = False
             if published and published[-1][0] > now:
                 busy_until = published[-1][0]
         in_force = [chunk for arrival, chunk in published if arrival <= now]
@@ -116,7 +119,8 @@ def through_the_node(ros, config: ExecutorConfig, period_steps: int) -> np.ndarr
     (ExecutorConfig(action_dt_s=0.05, drop_stale_actions=True, blend_decay=0.5), 4),   # period, overlap
     (ExecutorConfig(action_dt_s=0.05, watermark=0.5, drop_stale_actions=True, blend_decay=0.0), 100),
     (ExecutorConfig(action_dt_s=0.05, drop_stale_actions=False, blend_decay=1.0), 3),
-], ids=["period-blend", "watermark", "no-drop"])
+    (ExecutorConfig(action_dt_s=0.05, blend_decay=0.5), 2),  # latency (130 ms) longer than the period (100 ms)
+], ids=["period-blend", "watermark", "no-drop", "period-shorter-than-latency"])
 def test_node_and_rollout_execute_the_same_actions(ros, config, period_steps):
     rollout = through_the_rollout(config, period_steps)
     node = through_the_node(ros, config, period_steps)

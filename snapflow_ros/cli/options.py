@@ -7,13 +7,13 @@ import functools
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from snapflow_ros.errors import ConfigError
-from snapflow_ros.events import DoneEvent, ErrorEvent, ProgressEvent, emit
+from snapflow_ros.events import DoneEvent, ErrorEvent, emit
 
 TASKS = ("synthetic-detour",)
 
@@ -23,13 +23,12 @@ def progress(label: str, fmt: str = "text"):
     for job servers."""
     def report(p) -> None:
         if fmt == "json":
-            emit(ProgressEvent.from_fields(asdict(p)))
+            emit(p)  # the trainer reports ProgressEvents
             return
         print(f"{label}: step {p.step}/{p.total_steps} loss {p.loss:.4f} (fm {p.loss_flow_matching:.4f}, "
               f"consistency {p.loss_consistency:.4f}) {p.steps_per_second:.1f} steps/s "
               f"eta {p.eta_seconds:.0f}s", file=sys.stderr, flush=True)
     return report
-
 
 
 def json_outcome(run: Callable[[argparse.Namespace], object], done: str | None = None):

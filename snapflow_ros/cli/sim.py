@@ -185,8 +185,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--extra-steps", type=int, nargs="*", default=[], help="also run the teacher at these step counts")
     p.add_argument("--image-size", type=int, default=32, help="camera image side in pixels (default: 32)")
     p.add_argument("--replan-every", type=int, default=8,
-                   help="environment steps executed per chunk before the next one (default: 8, the whole chunk of "
-                   "the demo's policies, as policy_node with watermark 0.9 drives sim_robot)")
+                   help="the chunk timer's period in environment steps: a new chunk every N steps, run by "
+                   "policy_node's ChunkExecutor (default: 8, the whole chunk of the demo's policies, as "
+                   "policy_node with watermark 0.9 drives sim_robot; past a chunk's end its last action holds)")
     p.add_argument("--json", type=Path, default=Path("runs/sim-eval/report.json"), help="report file")
     p.add_argument("--plot", type=Path, default=Path("runs/sim-eval/success_vs_latency.svg"), help="plot file (SVG)")
     p.set_defaults(run=lambda a: write_json(sim_eval(a), a.json))

@@ -44,12 +44,15 @@ class HotSwap:
         self._reverting = False
         self._pending: dict | None = None
         self._lock = threading.Lock()  # one load at a time
+        self.generation = 0  # bumped when the node releases its policy: a load finishing later is dropped
 
     def request(self, changes: dict, current: dict) -> SetParametersResult | None:
         """From the on-set-parameters callback: None accepts (a swap follows once the change is
         committed), a result refuses the request with the reason."""
         if self._reverting or not any(name in changes for name in RELOAD_PARAMETERS):
             return None  # (our own revert after a failed swap has nothing to load)
+        if self._lock.locked():  # one load at a time: a second would race the first's revert
+            return self.failed("a policy is still loading; set the parameter again once it is swapped in or refused")
         target = {name: changes.get(name, current[name]) for name in RELOAD_PARAMETERS}
         try:
             check_policy_source(target["checkpoint"], target["backend"])
@@ -65,12 +68,13 @@ class HotSwap:
             threading.Thread(target=self._swap, args=(target,), name="policy_loader", daemon=True).start()
 
     def _swap(self, target: dict) -> None:
-        serving = self.slot.policy
+        serving, generation = self.slot.policy, self.generation
         with self._lock:
             try:
                 policy = self.load(target["checkpoint"], target["backend"], target["denoising_steps"])
-            except (SnapflowError, OSError) as error:
-                self.failed(str(error))
+            except Exception as error:  # noqa: BLE001 - whatever failed, the old policy keeps serving
+                self.failed(str(error) if isinstance(error, (SnapflowError, OSError))
+                            else f"{type(error).__name__}: {error}")
                 # Report the failure where it was asked for: the parameters go back to what serves.
                 self._reverting = True
                 try:
@@ -78,6 +82,8 @@ class HotSwap:
                                               for name in RELOAD_PARAMETERS])
                 finally:
                     self._reverting = False
+                return
+            if generation != self.generation:  # cleaned up meanwhile: nothing may serve now
                 return
             self.slot.swap(policy)  # between chunks: the worker takes one reference per chunk
             self.serving_source = dict(target)

@@ -79,6 +79,9 @@ def bench_node(checkpoint: Path, joint_names: list[str], cameras: list[str], sec
         deadline = time.monotonic() + 60.0  # model loading and discovery
         while not received and time.monotonic() < deadline and node_process.poll() is None:
             spin_for(0.2)
+            unconfigured = [d.get("hold_reason", "") for d in diagnostics if "policy_id" in d and not d["policy_id"]]
+            if unconfigured and unconfigured[-1]:  # the lifecycle node stayed unconfigured: say why now
+                raise NodeError(f"policy_node could not configure: {unconfigured[-1]}")
         if not received:
             raise NodeError(f"policy_node published nothing (exit code {node_process.poll()})")
         start_count, start_rss = len(received), _rss_mb(node_process.pid)

@@ -23,22 +23,24 @@ from snapflow_ros.sensors.joints import joint_positions
 
 class PolicyInputs:
     def __init__(self, node: Node, config: PolicyNodeConfig, counters: dict[str, int],
-                 on_moment_complete: Callable[[], None]) -> None:
+                 on_moment_complete: Callable[[], None], subscriptions: list) -> None:
+        """Each subscription is appended to `subscriptions` as it is made (the node destroys them,
+        also after a configure that failed half-way)."""
         self.config, self.counters, self.on_moment_complete = config, counters, on_moment_complete
         self.arrivals: dict[str, float] = {}  # source -> perf_counter() when its newest valid message came
         self.assembler = ObservationAssembler(config.cameras, config.joint_names, config.max_input_age,
                                               instruction=config.instruction)
         # QoS is set per topic the ROS way: qos_overrides.<topic>.<entity>.<policy> parameters.
         overridable = {"qos_overriding_options": QoSOverridingOptions.with_default_policies()}
-        self.subscriptions = [
-            node.create_subscription(CompressedImage if fmt == "compressed" else Image, topic,
-                                     self._image_callback(camera, topic), SENSOR_QOS, **overridable)
-            for camera, topic, fmt in zip(config.cameras, config.camera_topics, config.camera_formats)]
-        self.subscriptions += [
-            node.create_subscription(JointState, "joint_states", self.joint_state_callback, SENSOR_QOS,
-                                     **overridable),
-            node.create_subscription(String, "instruction", lambda msg: self.assembler.set_instruction(msg.data),
-                                     LATCHED_QOS, **overridable)]
+        for camera, topic, fmt in zip(config.cameras, config.camera_topics, config.camera_formats):
+            subscriptions.append(node.create_subscription(CompressedImage if fmt == "compressed" else Image, topic,
+                                                          self._image_callback(camera, topic), SENSOR_QOS,
+                                                          **overridable))
+        subscriptions.append(node.create_subscription(JointState, "joint_states", self.joint_state_callback,
+                                                      SENSOR_QOS, **overridable))
+        subscriptions.append(node.create_subscription(String, "instruction",
+                                                      lambda msg: self.assembler.set_instruction(msg.data),
+                                                      LATCHED_QOS, **overridable))
 
     def _image_callback(self, camera: str, topic: str):
         def callback(msg) -> None:

@@ -32,7 +32,7 @@ from std_srvs.srv import SetBool
 from trajectory_msgs.msg import JointTrajectory
 
 from snapflow_ros.bags.config import BagDatasetConfig
-from snapflow_ros.errors import HoldError, SnapflowError
+from snapflow_ros.errors import ConfigError, HoldError, SnapflowError
 from snapflow_ros.policy import ActionChunk
 from snapflow_ros.policy.chunk_executor import ChunkExecutor, Trigger
 from snapflow_ros.ros.conversions import chunk_to_msg, chunk_to_trajectory
@@ -113,10 +113,10 @@ class PolicyNode(LifecycleNode):
         self.chunks = ChunkExecutor(c.executor_config())
         # With a watermark, a due chunk starts as soon as the inputs of one moment are all in,
         # not at the next timer tick.
-        self.inputs = PolicyInputs(self, c, self.counters, self._moment_complete)
+        self.inputs = PolicyInputs(self, c, self.counters, self._moment_complete, self._entities)
         self.assembler = self.inputs.assembler
-        self._entities += [*self.inputs.subscriptions, self.create_service(SetBool, "~/hold", self.hold_callback),
-                           self.create_timer(1.0 / c.chunk_rate_hz, lambda: self._request(Trigger.PERIOD))]
+        self._entities.append(self.create_service(SetBool, "~/hold", self.hold_callback))
+        self._entities.append(self.create_timer(1.0 / c.chunk_rate_hz, lambda: self._request(Trigger.PERIOD)))
         overridable = {"qos_overriding_options": QoSOverridingOptions.with_default_policies()}
         self.chunk_publisher = self.create_lifecycle_publisher(ActionChunkMsg, "action_chunk", COMMAND_QOS,
                                                                **overridable)
@@ -147,6 +147,7 @@ class PolicyNode(LifecycleNode):
         return SUCCESS
 
     def _release(self) -> None:
+        self.swap.generation += 1  # a load still running is dropped when it finishes
         if self._worker is not None:
             self._worker.stop()
             self._worker = None
@@ -164,7 +165,10 @@ class PolicyNode(LifecycleNode):
 
     # --- loading and parameters -----------------------------------------------------------------
     def _load(self, checkpoint: str, backend: str, steps: int):
-        return load_for_node(self.config, checkpoint, backend, steps)
+        config = self.config
+        if config is None:
+            raise ConfigError("the node was cleaned up while the policy loaded")
+        return load_for_node(config, checkpoint, backend, steps)
 
     def parameters_callback(self, parameters) -> SetParametersResult:
         if self.config is None:  # unconfigured: the values are read at configure
@@ -242,7 +246,7 @@ class PolicyNode(LifecycleNode):
         self._sequence += 1
         self.counters["chunks_published"] += 1
         self.timings_ms["inference_latency"].append(latency * 1e3)
-        if arrived is not None:
+        if arrived is not None and trigger is Trigger.INPUTS_COMPLETE:  # a timer tick would add its own wait
             self.timings_ms["node_overhead"].append((published - arrived - latency) * 1e3)
 
     def _hold(self, reason: str) -> None:

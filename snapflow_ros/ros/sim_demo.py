@@ -163,7 +163,7 @@ class RosSession:
         params.write_text(yaml.safe_dump({"/**": {"ros__parameters": {
             "checkpoint": str(teacher), "joint_names": list(STATE_NAMES), "cameras": [CAMERA],
             # A new chunk from the first complete observation after 90% of the previous one is
-            # executed, i.e. the whole chunk, as sim-eval's replan_every = chunk size. The timer is a
+            # executed, i.e. the whole chunk, as sim-eval's chunk period = chunk size. The timer is a
             # fallback only: at 20 Hz it would often fire first and take the previous tick's frame.
             "chunk_rate_hz": 2.0, "watermark": 0.9, "action_dt": 1.0 / config.rate_hz, "max_input_age": 0.5,
             "distillation_threads": 1}}}))

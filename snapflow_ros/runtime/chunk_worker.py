@@ -35,11 +35,13 @@ class ChunkWorker:
     def _run(self) -> None:
         while True:
             self._wake.wait()
-            if self._stop.is_set():
-                return
             with self._lock:
                 self._wake.clear()
                 triggers, self._triggers = self._triggers, set()
+            if self._stop.is_set():  # checked after the clear, so stop()'s wake-up is never lost
+                return
+            if not triggers:
+                continue
             try:
                 self.serve(Trigger.PERIOD if Trigger.PERIOD in triggers else Trigger.INPUTS_COMPLETE)
             except Exception as error:  # noqa: BLE001 - never let the worker die silently

@@ -51,13 +51,17 @@ def run_episode(robot: MetaWorldRobot, policy, executor: ExecutorConfig, period_
     sim = robot.reset()
     latencies: list[float] = []
     pending: _Request | None = None
+    period_missed = False  # a timer tick during inference: the node's worker serves it right after
     step = 0
     while True:
         now = step * dt_ns
         if pending is not None and now >= pending.arrival_ns:
             chunks.accept(pending.actions, pending.observation_ns, pending.arrival_ns, policy.policy_id)
             pending = None
-        trigger = Trigger.PERIOD if step % period_steps == 0 else Trigger.INPUTS_COMPLETE
+        period_missed |= step % period_steps == 0
+        trigger = Trigger.PERIOD if period_missed else Trigger.INPUTS_COMPLETE
+        if pending is None:
+            period_missed = False
         if pending is None and chunks.due(now, trigger):  # one inference at a time, as on the node's worker
             started = time.perf_counter()
             actions = policy.predict(observation(sim, robot.task, now), seed=seed * 100_003 + len(latencies))
