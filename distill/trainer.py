@@ -30,7 +30,7 @@ from safetensors.torch import save_file
 
 from snapflow_distill.data import BatchLoader
 from snapflow_distill.distributed import DistributedContext
-from snapflow_distill.loss import LossTerms, flow_matching_loss, snapflow_loss
+from snapflow_distill.loss import CommittedPrefix, LossTerms, flow_matching_loss, snapflow_loss
 from snapflow_distill.schedule import warmup_cosine
 from snapflow_ros.data.chunks import ChunkDataset
 from snapflow_ros.errors import CheckpointError, ConfigError, TrainingDivergedError
@@ -61,6 +61,7 @@ class TrainConfig:
     grad_clip: float = 1.0             # max global gradient norm
     alpha: float = 0.5                 # SnapFlow: fraction of samples routed to flow matching
     consistency_weight: float = 0.1    # SnapFlow: lambda
+    max_delay: int = 0                 # > 0: committed prefixes of up to this many actions (real-time chunking)
     ema_decay: float = 0.0             # > 0 keeps an EMA of the weights and saves it as the policy
     checkpoint_every: int = 500        # periodic checkpoints (0: only the final one)
     keep_checkpoints: int = 2          # newest periodic checkpoints kept on disk (0: all)
@@ -78,6 +79,8 @@ class TrainConfig:
         for name in ("steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_delay < 0:
+            raise ConfigError(f"max_delay must be >= 0, got {self.max_delay}")
         if not 0.0 <= self.alpha <= 1.0:
             raise ConfigError(f"alpha must be in [0, 1], got {self.alpha}")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -125,6 +128,9 @@ class Trainer:
         self.policy = policy
         self.dataset = dataset
         self.config = config
+        if config.max_delay >= policy.chunk_size:
+            raise ConfigError(f"max_delay {config.max_delay} leaves nothing to predict in chunks of "
+                              f"{policy.chunk_size} actions: use at most {policy.chunk_size - 1}")
         self.output_dir = Path(output_dir)
         self.progress = progress
         self.provenance: dict = {}  # written beside the final policy (teacher, data, ...)
@@ -184,11 +190,13 @@ class Trainer:
                 with torch.no_grad():  # frozen backbone: prefix once per batch, no graph
                     cache = self.policy.embed_prefix(inputs)
                 return snapflow_loss(self.policy, cache, actions, mask, self.config.alpha,
-                                     self.config.consistency_weight, self.loss_generator)
+                                     self.config.consistency_weight, self.loss_generator, self.config.max_delay)
             cache = self.policy.embed_prefix(inputs)
             noise = torch.randn(actions.shape, generator=self.loss_generator).to(self.device)
             t = sample_flow_time(actions.shape[0], self.loss_generator).to(self.device)
-            fm = flow_matching_loss(self.policy, cache, actions, mask, noise, t)
+            prefix = (CommittedPrefix.sample(actions, self.config.max_delay, self.loss_generator)
+                      if self.config.max_delay > 0 else None)
+            fm = flow_matching_loss(self.policy, cache, actions, mask, noise, t, prefix)
             return LossTerms(fm, fm.detach(), fm.new_zeros(()))
 
     def train_step(self) -> LossTerms:

@@ -176,6 +176,6 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     add_device_flag(p)
     add_data_flags(p)
     # The rest of what train_config reads; alpha and lambda are each variant's own.
-    p.set_defaults(warmup=100, ema=0.0, checkpoint_every=500, keep_checkpoints=2, workers=0,
+    p.set_defaults(warmup=100, max_delay=0, ema=0.0, checkpoint_every=500, keep_checkpoints=2, workers=0,
                    gradient_checkpointing=False, alpha=0.5, consistency_weight=0.1)
     p.set_defaults(run=json_outcome(lambda a: write_json(ablate(a), a.json or a.workdir / "report.json")))

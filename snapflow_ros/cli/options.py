@@ -138,7 +138,7 @@ def train_config(args: argparse.Namespace, objective: str):
 
     return TrainConfig(objective=objective, steps=args.steps, batch_size=args.batch_size,
                        learning_rate=args.lr, warmup_steps=min(args.warmup, args.steps),
-                       alpha=args.alpha, consistency_weight=args.consistency_weight,
+                       alpha=args.alpha, consistency_weight=args.consistency_weight, max_delay=args.max_delay,
                        ema_decay=args.ema, checkpoint_every=args.checkpoint_every,
                        keep_checkpoints=args.keep_checkpoints, log_every=args.log_every,
                        seed=args.seed, gradient_checkpointing=args.gradient_checkpointing,
@@ -200,6 +200,10 @@ def add_train_flags(p: argparse.ArgumentParser, steps: int | None, lr: float) ->
                    help="SnapFlow: share of samples routed to flow matching (default: 0.5)")
     p.add_argument("--consistency-weight", type=float, default=0.1,
                    help="SnapFlow: lambda, weight of the consistency loss (default: 0.1)")
+    p.add_argument("--max-delay", type=int, default=0,
+                   help="real-time chunking: each sample's first d ~ U{0..D} actions are given clean at flow "
+                   "time 0 and left out of the loss, so the policy continues a chunk from the actions "
+                   "executed during inference (default: 0, off)")
     p.add_argument("--ema", type=float, default=0.0, help="EMA decay of the saved weights; 0 disables (default: 0)")
     p.add_argument("--checkpoint-every", type=int, default=500,
                    help="steps between resumable checkpoints; 0: final only (default: 500)")
