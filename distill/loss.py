@@ -17,41 +17,9 @@ from dataclasses import dataclass
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from snapflow_ros.flow.prefix import CommittedPrefix
 from snapflow_ros.flow.time import sample_flow_time
 from snapflow_ros.policy.contract import FlowPolicy, PrefixCache
-
-
-@dataclass(frozen=True)
-class CommittedPrefix:
-    """Sample b's first delays[b] actions are committed: clean, at flow time 0, not in the loss."""
-
-    actions: torch.Tensor  # (B, H, D) the clean (normalised) actions
-    delays: torch.Tensor   # (B,) long, each < H
-
-    @classmethod
-    def sample(cls, actions: torch.Tensor, max_delay: int, generator: torch.Generator) -> CommittedPrefix:
-        delays = torch.randint(0, max_delay + 1, (actions.shape[0],), generator=generator)
-        return cls(actions, delays.to(actions.device))
-
-    @property
-    def positions(self) -> torch.Tensor:
-        """(B, H) True on the committed actions."""
-        horizon = self.actions.shape[1]
-        return torch.arange(horizon, device=self.delays.device)[None, :] < self.delays[:, None]
-
-    def times(self, time: torch.Tensor) -> torch.Tensor:
-        """(B,) flow times -> (B, H) per action, 0 on the committed ones."""
-        return time[:, None].expand(-1, self.actions.shape[1]).masked_fill(self.positions, 0.0)
-
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
-        """x with the committed actions put back (a pass must not move them)."""
-        return torch.where(self.positions[..., None], self.actions.to(x.dtype), x)
-
-    def loss_mask(self, mask: torch.Tensor) -> torch.Tensor:
-        return mask.bool() & ~self.positions
-
-    def select(self, index: torch.Tensor) -> CommittedPrefix:
-        return CommittedPrefix(self.actions[index], self.delays[index])
 
 
 def masked_mse(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,

@@ -7,11 +7,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from snapflow_distill.loss import CommittedPrefix, consistency_target, flow_matching_loss, snapflow_loss
+from snapflow_distill.loss import consistency_target, flow_matching_loss, snapflow_loss
 from snapflow_distill.synthetic import make_dataset, task_config
 from snapflow_distill.trainer import TrainConfig, Trainer
 from snapflow_ros.errors import ConfigError
 from snapflow_ros.families.builtin import BuiltinVLA
+from snapflow_ros.flow.prefix import CommittedPrefix
+from snapflow_ros.flow.sampling import euler_sample
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +98,19 @@ def test_training_with_a_prefix_runs_and_max_delay_is_checked(setup, tmp_path):
     assert torch.isfinite(terms.total)
     with pytest.raises(ConfigError, match="max_delay 8 leaves nothing"):
         Trainer(policy, data, TrainConfig(objective="snapflow", max_delay=8), tmp_path / "bad")
+
+
+@pytest.mark.parametrize("steps", [1, 10])
+def test_sampling_keeps_the_committed_prefix_and_without_one_is_unchanged(setup, steps):
+    _, policy, inputs, cache = setup
+    a = inputs["actions"]
+    noise = torch.randn(a.shape, generator=torch.Generator().manual_seed(5))
+    delays = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    with torch.no_grad():
+        plain = euler_sample(policy, cache, noise, steps)
+        conditioned = euler_sample(policy, cache, noise, steps, CommittedPrefix(a, delays))
+        no_prefix = euler_sample(policy, cache, noise, steps, CommittedPrefix(a, torch.zeros(8, dtype=torch.long)))
+    positions = CommittedPrefix(a, delays).positions
+    assert torch.equal(conditioned[positions], a[positions])  # the chunk starts with what was committed
+    assert not torch.allclose(conditioned[~positions], plain[~positions])  # and the rest depends on it
+    torch.testing.assert_close(no_prefix, plain, rtol=0, atol=1e-6)

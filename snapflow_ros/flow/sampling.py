@@ -9,6 +9,7 @@ from collections.abc import Callable
 import torch
 
 from snapflow_ros.errors import ConfigError
+from snapflow_ros.flow.prefix import CommittedPrefix
 from snapflow_ros.policy.contract import FlowPolicy, PrefixCache, RawBatch
 
 # (x, t, s) -> the average velocity from time t to time s at x, batch-wide scalar times.
@@ -38,17 +39,23 @@ def euler_integrate(velocity: Velocity, noise: torch.Tensor, steps: int) -> torc
     return x
 
 
-def euler_sample(policy: FlowPolicy, cache: PrefixCache, noise: torch.Tensor, steps: int) -> torch.Tensor:
-    """euler_integrate over the policy's expert attending to `cache` (traceable: ONNX export)."""
+def euler_sample(policy: FlowPolicy, cache: PrefixCache, noise: torch.Tensor, steps: int,
+                 prefix: CommittedPrefix | None = None) -> torch.Tensor:
+    """euler_integrate over the policy's expert attending to `cache` (traceable: ONNX export).
+    With a committed prefix (normalised actions), every pass sees it clean at t = s = 0 and the
+    returned chunk starts with it exactly (a policy trained with --max-delay continues it)."""
     batch, dtype, device = noise.shape[0], noise.dtype, noise.device
 
     def velocity(x: torch.Tensor, t: float, s: float) -> torch.Tensor:
         # Times in the noise's dtype and device, whatever x was promoted to by a step.
         t_vec = torch.full((batch,), t, dtype=dtype, device=device)
         s_vec = torch.full((batch,), s, dtype=dtype, device=device)
+        if prefix is not None:
+            x, t_vec, s_vec = prefix.apply(x), prefix.times(t_vec), prefix.times(s_vec)
         return policy.velocity(x, t_vec, s_vec, cache)
 
-    return euler_integrate(velocity, noise, steps)
+    actions = euler_integrate(velocity, noise, steps)
+    return actions if prefix is None else prefix.apply(actions)
 
 
 @torch.no_grad()
