@@ -23,8 +23,6 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-from snapflow_ros.errors import ConfigError
-
 
 def time_embedding(model: nn.Module, t: torch.Tensor, s: torch.Tensor, target_time: nn.Module,
                    width: int, dtype: torch.dtype) -> torch.Tensor:
@@ -54,10 +52,6 @@ def _suffix_masks(batch: int, tokens: int, first: list[int], device: torch.devic
 def pi05_suffix(model: nn.Module, x: torch.Tensor, t: torch.Tensor, s: torch.Tensor,
                 target_time: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(embs, pad masks, att masks, adaRMS condition) as PI05Pytorch.embed_suffix, with phi(s)."""
-    if t.dim() != 1:
-        # LeRobot's adaptive RMSNorm takes one condition per sample; per token it needs our own layer.
-        raise ConfigError("pi0.5 takes one flow time per sample (B,) for now; per-action times (B, H) "
-                          "are built for the built-in VLA, pi0 and SmolVLA")
     time_emb = time_embedding(model, t, s, target_time, model.action_in_proj.out_features, t.dtype)
     action_emb = model._apply_checkpoint(model.action_in_proj, x)
 
@@ -132,13 +126,40 @@ def gemma_expert(expert: nn.Module, embs: torch.Tensor, mask_4d: torch.Tensor, p
     # export), while the projections around the expert stay float32 as in LeRobot's layout.
     hidden = embs.to(expert.layers[0].self_attn.q_proj.weight.dtype)
     position_embeddings = expert.rotary_emb(hidden, position_ids)
+    # pi0.5 with per-action times conditions each token: LeRobot's layer takes one condition per
+    # sample, so those layers run through per_token_layer (the same operations, token-wise).
+    layer_forward = per_token_layer if condition is not None and condition.dim() == 3 else None
     for layer, (keys, values) in zip(expert.layers, prefix_kv, strict=True):
-        run = partial(layer, attention_mask=mask_4d, position_ids=position_ids,
-                      past_key_values=PrefixKV(keys, values), position_embeddings=position_embeddings,
-                      adarms_cond=condition)
+        run = partial(layer if layer_forward is None else partial(layer_forward, layer), attention_mask=mask_4d,
+                      position_ids=position_ids, past_key_values=PrefixKV(keys, values),
+                      position_embeddings=position_embeddings, adarms_cond=condition)
         if checkpoint_layers and torch.is_grad_enabled():
             hidden = checkpoint(run, hidden, use_reentrant=False, preserve_rng_state=False)
         else:
             hidden = run(hidden)
-    hidden, _ = expert.norm(hidden, condition)
+    hidden, _ = adaptive_norm(expert.norm, hidden, condition)
     return hidden
+
+
+def adaptive_norm(norm: nn.Module, x: torch.Tensor, cond: torch.Tensor | None
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """PiGemmaRMSNorm(x, cond), also for a per-token cond (B, T, W) (LeRobot's takes (B, W))."""
+    if cond is None or cond.dim() == 2 or norm.dense is None:
+        return norm(x, cond)
+    scale, shift, gate = norm.dense(cond).chunk(3, dim=-1)  # one modulation per token
+    normed = norm._norm(x) * (1 + scale.float()) + shift.float()
+    return normed.to(x.dtype), gate.to(x.dtype)
+
+
+def per_token_layer(layer: nn.Module, hidden: torch.Tensor, *, adarms_cond: torch.Tensor, **attention
+                    ) -> torch.Tensor:
+    """A PiGemma decoder layer's forward with a per-token adaRMS condition: norm, attention,
+    gated residual, norm, MLP, gated residual, as LeRobot's."""
+    residual = hidden
+    hidden, gate = adaptive_norm(layer.input_layernorm, hidden, adarms_cond)
+    hidden, _ = layer.self_attn(hidden, **attention)
+    hidden = residual + (hidden if gate is None else hidden * gate)
+    residual = hidden
+    hidden, gate = adaptive_norm(layer.post_attention_layernorm, hidden, adarms_cond)
+    hidden = layer.mlp(hidden)
+    return residual + (hidden if gate is None else hidden * gate)
