@@ -128,3 +128,25 @@ def test_node_and_rollout_execute_the_same_actions(ros, config, period_steps):
     np.testing.assert_allclose(node, rollout, atol=1e-6)
     # not trivially equal: the actions change from chunk to chunk and step to step
     assert len({tuple(np.round(row, 4)) for row in rollout}) > STEPS // 2
+
+
+class ContinuingPolicy:
+    """Chunks that are samples of one trajectory of absolute time: a new chunk continues the one
+    it replaces exactly, whatever the latency, so there is no jump at a switch."""
+
+    policy_id, steps, cameras = "continuing@1", 1, ()
+
+    def predict(self, observation, seed: int = 0) -> np.ndarray:
+        times = observation.stamp_ns * 1e-9 + 0.05 * np.arange(8)
+        return np.stack([np.sin(times), np.cos(times), times], axis=1).astype(np.float32)
+
+
+def test_rollout_reports_boundary_jumps_and_jerk():
+    config = ExecutorConfig(action_dt_s=0.05)
+    jumping = run_episode(ScriptedRobot(), ChunkPolicy(), config, 4, seed=0, latency_s=LATENCY_S)
+    smooth = run_episode(ScriptedRobot(), ContinuingPolicy(), config, 4, seed=0, latency_s=LATENCY_S)
+    switches = len(jumping.latencies_ms) - 1  # every chunk after the first replaces one
+    assert len(jumping.boundary_jumps) == switches > 5 and len(smooth.boundary_jumps) == switches
+    assert min(jumping.boundary_jumps) > 0.05  # state-dependent chunks do not continue each other
+    assert max(smooth.boundary_jumps) < 1e-5  # (float32 actions)
+    assert smooth.mean_jerk < jumping.mean_jerk and np.isfinite(jumping.mean_jerk)

@@ -167,9 +167,14 @@ def test_main_job_end_to_end_at_toy_size(tmp_path):
     evaluated = subprocess.run([str(Path(sys.executable).parent / "snapflow"), "sim-eval", "--teacher",
                                 report["teacher"], "--student", report["student"], "--tasks", "reach",
                                 "--episodes", "1",
-                                "--extra-steps", "2", "--json", str(tmp_path / "eval.json"),
+                                "--extra-steps", "2", "--json", str(tmp_path / "eval.json"), "--latency-ms", "0", "200",
                                 "--plot", str(tmp_path / "eval.svg")], capture_output=True, text=True, timeout=600)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    rows = json.loads((tmp_path / "eval.json").read_text())["tasks"]["reach"]
+    evaluation = json.loads((tmp_path / "eval.json").read_text())
+    rows = evaluation["tasks"]["reach"]
     assert set(rows) == {"teacher@10", "teacher@2", "teacher@1", "student@1"}
     assert all(r["episodes"] == 1 and len(r["ci95"]) == 2 for r in rows.values())
+    sweep = evaluation["latency_sweep"]
+    assert set(sweep) == {"0", "200"} and sweep["0"]["tasks"]["reach"] == rows
+    delayed = sweep["200"]["tasks"]["reach"]["student@1"]
+    assert delayed["boundary_jump"]["count"] > 0 and delayed["mean_jerk"] > 0

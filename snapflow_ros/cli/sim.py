@@ -24,19 +24,30 @@ def sim_eval(args: argparse.Namespace) -> dict:
                   Candidate("teacher@1", args.teacher, 1)]
     if args.student:
         candidates.append(Candidate("student@1", args.student, 1))
-    per_task = {}
-    for name in args.tasks or sorted(load_tasks(args.task_file)):
-        per_task[name] = evaluate_task(get_task(name, args.task_file), candidates, args.episodes, args.seed,
-                                       args.image_size, args.replan_every,
-                                       progress=lambda line: print(f"sim-eval: {line}", file=sys.stderr, flush=True))
-    report = {"tasks": per_task, "overall": overall(per_task),
+    sweep = {}
+    for latency_ms in args.latency_ms:  # the robot executes the chunk in force during inference
+        per_task = {}
+        for name in args.tasks or sorted(load_tasks(args.task_file)):
+            per_task[name] = evaluate_task(
+                get_task(name, args.task_file), candidates, args.episodes, args.seed, args.image_size,
+                args.replan_every, latency_s=latency_ms / 1e3,
+                progress=lambda line, ms=latency_ms: print(f"sim-eval [{ms:g} ms]: {line}", file=sys.stderr,
+                                                           flush=True))
+        sweep[f"{latency_ms:g}"] = {"tasks": per_task, "overall": overall(per_task)}
+    first = sweep[f"{args.latency_ms[0]:g}"]
+    report = {"tasks": first["tasks"], "overall": first["overall"],
               "settings": {"episodes_per_task": args.episodes, "seed": args.seed, "image_size": args.image_size,
-                           "replan_every": args.replan_every, "torch_threads": torch.get_num_threads()},
+                           "replan_every": args.replan_every, "latency_ms": args.latency_ms,
+                           "torch_threads": torch.get_num_threads()},
               "wall_seconds": time.perf_counter() - started}
+    if len(args.latency_ms) > 1:
+        report["latency_sweep"] = sweep  # per simulated latency (ms): tasks and overall, as above
     if args.plot:
-        write_plot(per_task, args.plot)
+        write_plot(first["tasks"], args.plot)
         report["plot"] = str(args.plot)
-    print(format_table(report), file=sys.stderr)
+    for latency_ms, rows in sweep.items():
+        print(f"simulated inference latency {latency_ms} ms:", file=sys.stderr)
+        print(format_table(rows), file=sys.stderr)
     return report
 
 
@@ -188,6 +199,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                    help="the chunk timer's period in environment steps: a new chunk every N steps, run by "
                    "policy_node's ChunkExecutor (default: 8, the whole chunk of the demo's policies, as "
                    "policy_node with watermark 0.9 drives sim_robot; past a chunk's end its last action holds)")
+    p.add_argument("--latency-ms", type=float, nargs="+", default=[0.0],
+                   help="simulated inference latency per chunk, one evaluation each (e.g. 0 100 200 300): the "
+                   "robot keeps executing the chunk in force meanwhile, stale actions are dropped (default: 0)")
     p.add_argument("--json", type=Path, default=Path("runs/sim-eval/report.json"), help="report file")
     p.add_argument("--plot", type=Path, default=Path("runs/sim-eval/success_vs_latency.svg"), help="plot file (SVG)")
     p.set_defaults(run=lambda a: write_json(sim_eval(a), a.json))

@@ -41,7 +41,14 @@ def summarize(results: list[EpisodeResult]) -> dict:
             "ci95": [low, high], "failures": dict(Counter(r.failure for r in results if not r.success)),
             "mean_steps": float(np.mean([r.steps for r in results])) if results else 0.0,
             "latency_ms": percentiles([value for r in results for value in r.latencies_ms]),
+            "boundary_jump": _mean_and_p95([jump for r in results for jump in r.boundary_jumps]),
+            "mean_jerk": float(np.mean([r.mean_jerk for r in results])) if results else 0.0,
             "episode_successes": [r.success for r in results]}  # in episode order: paired comparisons
+
+
+def _mean_and_p95(values: list[float]) -> dict:
+    return {"mean": float(np.mean(values)) if values else 0.0,
+            "p95": float(np.percentile(values, 95)) if values else 0.0, "count": len(values)}
 
 
 def evaluate_task(task: SimTask, candidates: list[Candidate], episodes: int, seed: int, image_size: int,

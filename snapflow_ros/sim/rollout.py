@@ -33,6 +33,9 @@ class EpisodeResult:
     failure: str
     steps: int
     latencies_ms: list[float] = field(default_factory=list)
+    # |first action of a new chunk - the action it replaces| at each chunk switch (robot units)
+    boundary_jumps: list[float] = field(default_factory=list)
+    mean_jerk: float = 0.0  # mean |third difference of the executed targets| / dt^3 (robot units / s^3)
 
 
 @dataclass(frozen=True)
@@ -50,13 +53,15 @@ def run_episode(robot: MetaWorldRobot, policy, executor: ExecutorConfig, period_
     dt_ns, latency_ns = executor.action_dt_ns, round(latency_s * 1e9)
     sim = robot.reset()
     latencies: list[float] = []
+    jumps: list[float] = []
+    targets: list[np.ndarray] = []
     pending: _Request | None = None
     period_missed = False  # a timer tick during inference: the node's worker serves it right after
     step = 0
     while True:
         now = step * dt_ns
         if pending is not None and now >= pending.arrival_ns:
-            chunks.accept(pending.actions, pending.observation_ns, pending.arrival_ns, policy.policy_id)
+            _accept(chunks, pending.actions, pending.observation_ns, pending.arrival_ns, policy.policy_id, jumps)
             pending = None
         period_missed |= step % period_steps == 0
         trigger = Trigger.PERIOD if period_missed else Trigger.INPUTS_COMPLETE
@@ -68,15 +73,35 @@ def run_episode(robot: MetaWorldRobot, policy, executor: ExecutorConfig, period_
             latencies.append((time.perf_counter() - started) * 1e3)
             pending = _Request(actions, now, now + latency_ns)
             if latency_ns == 0:
-                chunks.accept(actions, now, now, policy.policy_id)
+                _accept(chunks, actions, now, now, policy.policy_id, jumps)
                 pending = None
         target = chunks.action_at(now)
         if target is None:  # no chunk yet (the first is still being computed): stay where it is
             target = sim.state
+        targets.append(np.asarray(target, np.float64))
         # A frame only where the next step may compute a chunk (rendering is most of a step's cost).
         render = executor.watermark > 0 or (step + 1) % period_steps == 0
         outcome = robot.step(target, render=render)
         step += 1
         if outcome.done:
-            return EpisodeResult(outcome.success, outcome.failure, robot.steps, latencies)
+            return EpisodeResult(outcome.success, outcome.failure, robot.steps, latencies, jumps,
+                                 mean_jerk(targets, executor.action_dt_s))
         sim = outcome.observation
+
+
+def _accept(chunks: ChunkExecutor, actions: np.ndarray, observation_ns: int, arrival_ns: int, policy_id: str,
+            jumps: list[float]) -> None:
+    """chunks.accept, recording the jump at the switch (none for the first chunk)."""
+    replaced = chunks.action_at(arrival_ns)
+    chunks.accept(actions, observation_ns, arrival_ns, policy_id)
+    if replaced is not None:
+        jumps.append(float(np.linalg.norm(chunks.action_at(arrival_ns) - replaced)))
+
+
+def mean_jerk(targets: list[np.ndarray], dt_s: float) -> float:
+    """Mean norm of the third finite difference of the commanded targets over dt^3."""
+    if len(targets) < 4:
+        return 0.0
+    x = np.stack(targets)
+    third = x[3:] - 3 * x[2:-1] + 3 * x[1:-2] - x[:-3]
+    return float(np.linalg.norm(third, axis=1).mean() / dt_s**3)
