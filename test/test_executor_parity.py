@@ -150,3 +150,28 @@ def test_rollout_reports_boundary_jumps_and_jerk():
     assert min(jumping.boundary_jumps) > 0.05  # state-dependent chunks do not continue each other
     assert max(smooth.boundary_jumps) < 1e-5  # (float32 actions)
     assert smooth.mean_jerk < jumping.mean_jerk and np.isfinite(jumping.mean_jerk)
+
+
+class RenderedFramesOnly(ChunkPolicy):
+    """Fails when asked for a chunk from a step whose camera frame was not rendered."""
+
+    def predict(self, observation, seed: int = 0) -> np.ndarray:
+        assert observation.images["top"].size > 0, "chunk computed from an unrendered frame"
+        return super().predict(observation, seed)
+
+
+class RenderingRobot(ScriptedRobot):
+    def step(self, target: np.ndarray, render: bool = True) -> StepOutcome:
+        outcome = super().step(target, render)
+        image = np.zeros((1, 1, 3) if render else (0, 0, 3), np.uint8)
+        return StepOutcome(SimObservation(image, outcome.observation.state), outcome.success, outcome.failure)
+
+    def reset(self) -> SimObservation:
+        return SimObservation(np.zeros((1, 1, 3), np.uint8), super().reset().state)
+
+
+@pytest.mark.parametrize("period_steps", [2, 4])  # 2: the 130 ms inference outlasts the 100 ms period
+def test_rollout_renders_every_frame_a_chunk_is_computed_from(period_steps):
+    result = run_episode(RenderingRobot(), RenderedFramesOnly(), ExecutorConfig(action_dt_s=0.05), period_steps,
+                         seed=0, latency_s=LATENCY_S)
+    assert len(result.latencies_ms) > 5

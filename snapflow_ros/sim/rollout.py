@@ -79,8 +79,9 @@ def run_episode(robot: MetaWorldRobot, policy, executor: ExecutorConfig, period_
         if target is None:  # no chunk yet (the first is still being computed): stay where it is
             target = sim.state
         targets.append(np.asarray(target, np.float64))
-        # A frame only where the next step may compute a chunk (rendering is most of a step's cost).
-        render = executor.watermark > 0 or (step + 1) % period_steps == 0
+        # A frame only where the next step may compute a chunk (rendering is most of a step's cost):
+        # with a watermark any step may, else the next period's or a period missed during inference.
+        render = executor.watermark > 0 or period_missed or (step + 1) % period_steps == 0
         outcome = robot.step(target, render=render)
         step += 1
         if outcome.done:
