@@ -43,7 +43,7 @@ class HotSwap:
         self.last_error = ""
         self._reverting = False
         self._pending: dict | None = None
-        self._lock = threading.Lock()  # one load at a time
+        self._lock = threading.Lock()  # held while a policy loads: one load at a time
         self.generation = 0  # bumped when the node releases its policy: a load finishing later is dropped
 
     def request(self, changes: dict, current: dict) -> SetParametersResult | None:
@@ -65,11 +65,13 @@ class HotSwap:
         """Post-set-parameters callback: the accepted change loads beside the serving policy."""
         target, self._pending = self._pending, None
         if target is not None:
+            self._lock.acquire()  # held from here, so a request arriving before the loader runs is refused too
             threading.Thread(target=self._swap, args=(target,), name="policy_loader", daemon=True).start()
 
     def _swap(self, target: dict) -> None:
+        """The loader thread; it owns the lock `committed` took and releases it when done."""
         serving, generation = self.slot.policy, self.generation
-        with self._lock:
+        try:
             try:
                 policy = self.load(target["checkpoint"], target["backend"], target["denoising_steps"])
             except Exception as error:  # noqa: BLE001 - whatever failed, the old policy keeps serving
@@ -89,6 +91,8 @@ class HotSwap:
             self.serving_source = dict(target)
             self.counters["swaps"] += 1
             self.node.get_logger().info(f"swapped {serving.policy_id} -> {policy.policy_id}")
+        finally:
+            self._lock.release()
 
     def failed(self, reason: str) -> SetParametersResult:
         self.counters["swap_failures"] += 1

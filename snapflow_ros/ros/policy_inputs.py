@@ -8,14 +8,13 @@ import time
 from collections.abc import Callable
 
 from rclpy.node import Node
-from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 
 from snapflow_ros.errors import InputError
 from snapflow_ros.ros.conversions import time_to_ns
 from snapflow_ros.ros.parameters import PolicyNodeConfig
-from snapflow_ros.ros.qos import LATCHED_QOS, SENSOR_QOS
+from snapflow_ros.ros.qos import LATCHED_QOS, OVERRIDABLE, SENSOR_QOS
 from snapflow_ros.sensors.assembly import ObservationAssembler
 from snapflow_ros.sensors.images import decode_compressed, decode_raw
 from snapflow_ros.sensors.joints import joint_positions
@@ -30,17 +29,15 @@ class PolicyInputs:
         self.arrivals: dict[str, float] = {}  # source -> perf_counter() when its newest valid message came
         self.assembler = ObservationAssembler(config.cameras, config.joint_names, config.max_input_age,
                                               instruction=config.instruction)
-        # QoS is set per topic the ROS way: qos_overrides.<topic>.<entity>.<policy> parameters.
-        overridable = {"qos_overriding_options": QoSOverridingOptions.with_default_policies()}
         for camera, topic, fmt in zip(config.cameras, config.camera_topics, config.camera_formats):
             subscriptions.append(node.create_subscription(CompressedImage if fmt == "compressed" else Image, topic,
                                                           self._image_callback(camera, topic), SENSOR_QOS,
-                                                          **overridable))
+                                                          **OVERRIDABLE))
         subscriptions.append(node.create_subscription(JointState, "joint_states", self.joint_state_callback,
-                                                      SENSOR_QOS, **overridable))
+                                                      SENSOR_QOS, **OVERRIDABLE))
         subscriptions.append(node.create_subscription(String, "instruction",
                                                       lambda msg: self.assembler.set_instruction(msg.data),
-                                                      LATCHED_QOS, **overridable))
+                                                      LATCHED_QOS, **OVERRIDABLE))
 
     def _image_callback(self, camera: str, topic: str):
         def callback(msg) -> None:

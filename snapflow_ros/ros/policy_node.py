@@ -26,7 +26,6 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos_overriding_options import QoSOverridingOptions
 from snapflow_interfaces.msg import ActionChunk as ActionChunkMsg
 from std_srvs.srv import SetBool
 from trajectory_msgs.msg import JointTrajectory
@@ -46,7 +45,7 @@ from snapflow_ros.ros.parameters import (
     read_policy_node_config,
 )
 from snapflow_ros.ros.policy_inputs import PolicyInputs
-from snapflow_ros.ros.qos import COMMAND_QOS
+from snapflow_ros.ros.qos import COMMAND_QOS, OVERRIDABLE
 from snapflow_ros.ros.spin import spin_node
 from snapflow_ros.runtime.chunk_worker import ChunkWorker
 from snapflow_ros.runtime.serving import PolicySlot
@@ -117,11 +116,10 @@ class PolicyNode(LifecycleNode):
         self.assembler = self.inputs.assembler
         self._entities.append(self.create_service(SetBool, "~/hold", self.hold_callback))
         self._entities.append(self.create_timer(1.0 / c.chunk_rate_hz, lambda: self._request(Trigger.PERIOD)))
-        overridable = {"qos_overriding_options": QoSOverridingOptions.with_default_policies()}
         self.chunk_publisher = self.create_lifecycle_publisher(ActionChunkMsg, "action_chunk", COMMAND_QOS,
-                                                               **overridable)
+                                                               **OVERRIDABLE)
         self.trajectory_publisher = self.create_lifecycle_publisher(JointTrajectory, "joint_trajectory",
-                                                                    COMMAND_QOS, **overridable)
+                                                                    COMMAND_QOS, **OVERRIDABLE)
         self._worker = ChunkWorker(self.serve, lambda error: self._hold(
             f"inference failed: {type(error).__name__}: {error}"))
         self.config = c  # last: parameter changes act on a configured node only (subscriptions declare some)

@@ -7,6 +7,7 @@ from rclpy.qos import (
     ReliabilityPolicy,
     qos_profile_sensor_data,
 )
+from rclpy.qos_overriding_options import QoSOverridingOptions
 
 # Sensors: best effort, keep the newest few; a late frame is worth less than a fresh one.
 SENSOR_QOS: QoSProfile = qos_profile_sensor_data
@@ -26,3 +27,7 @@ LATCHED_QOS = QoSProfile(
     reliability=ReliabilityPolicy.RELIABLE,
     durability=DurabilityPolicy.TRANSIENT_LOCAL,
 )
+
+# Keyword arguments of create_publisher / create_subscription that let users set an entity's QoS
+# the ROS way: qos_overrides.<topic>.<publisher|subscription>.<policy> parameters.
+OVERRIDABLE = {"qos_overriding_options": QoSOverridingOptions.with_default_policies()}
