@@ -92,6 +92,19 @@ def read_config(directory: Path) -> dict[str, Any]:
     return values
 
 
+def trained_max_delay(directory: Path) -> int:
+    """The --max-delay a checkpoint was trained with (provenance.json's train_config): how many
+    committed actions it continues; 0 for plain training or a checkpoint without provenance."""
+    path = Path(directory) / PROVENANCE
+    if not path.is_file():
+        return 0
+    try:
+        values = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{path}: invalid JSON ({error})") from None
+    return int(((values.get("train_config") or {}).get("max_delay")) or 0)
+
+
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"{path.parent}: {path.name} missing")

@@ -1,9 +1,10 @@
-"""Chunk execution timing: stale actions dropped by measured latency, overlap blended."""
+"""Chunk execution timing: the action in force, stale actions dropped by measured latency,
+overlap blended."""
 
 import numpy as np
 import pytest
 
-from snapflow_ros.policy.chunk_timing import blend_overlap, drop_stale
+from snapflow_ros.policy.chunk_timing import blend_overlap, blend_window, drop_stale, index_in_force
 
 ACTIONS = np.arange(10, dtype=np.float32)[:, None]  # action k = k
 MS = 1_000_000
@@ -30,3 +31,17 @@ def test_overlap_is_blended_from_old_to_new():
     np.testing.assert_array_equal(blend_overlap(previous, 0, new, 2_000 * MS, 0.1, 1.0), new)
     with pytest.raises(ValueError):
         blend_overlap(previous, 0, new, 0, 0.1, -1.0)
+
+
+def test_the_action_in_force_follows_the_grid_and_holds_the_last():
+    dt = 100 * MS
+    assert [index_in_force(1000 * MS, dt, 5, t * MS) for t in (0, 1000, 1099, 1100, 1399, 1400, 9000)] == \
+        [0, 0, 0, 1, 3, 4, 4]
+
+
+def test_the_blend_window_is_the_overlap_on_a_shared_grid():
+    assert blend_window(10, 0, 10, 300 * MS, 0.1) == (3, 7)
+    assert blend_window(10, 0, 4, 300 * MS, 0.1) == (3, 4)  # the new chunk ends first
+    assert blend_window(10, 0, 10, 350 * MS, 0.1)[1] == 0   # off the grid
+    assert blend_window(10, 0, 10, 2_000 * MS, 0.1)[1] == 0  # after the previous chunk's end
+    assert blend_window(10, 300 * MS, 10, 0, 0.1)[1] == 0    # before the previous chunk's start

@@ -34,11 +34,33 @@ class ChunkPolicy:
     def __init__(self, on_inference=None) -> None:
         self.on_inference = on_inference  # the node's test advances its sim clock by the latency here
 
-    def predict(self, observation, seed: int = 0) -> np.ndarray:
+    def predict(self, observation, seed: int = 0, continuation=None) -> np.ndarray:
         if self.on_inference is not None:
             self.on_inference(observation.stamp_ns)
         k = np.arange(8, dtype=np.float32)[:, None]
         return observation.state[None, :] + 0.1 * k + 0.5 * np.sin(observation.state[None, :] * 3 + k)
+
+
+class PrefixPolicy(ChunkPolicy):
+    """ChunkPolicy that keeps a committed prefix (as a student distilled with --max-delay does)."""
+
+    max_delay = 4
+
+    def __init__(self, on_inference=None) -> None:
+        super().__init__(on_inference)
+        self.delays: list[int] = []
+
+    def predict(self, observation, seed: int = 0, continuation=None) -> np.ndarray:
+        actions = super().predict(observation, seed)
+        if continuation is not None:
+            self.delays.append(continuation.delay)
+            upcoming = np.concatenate([continuation.upcoming, np.repeat(continuation.upcoming[-1:], 8, axis=0)])
+            actions[:continuation.delay] = upcoming[:continuation.delay]
+        return actions
+
+
+def policy_for(config: ExecutorConfig, on_inference=None) -> ChunkPolicy:
+    return (PrefixPolicy if config.chunking == "rtc" else ChunkPolicy)(on_inference)
 
 
 @dataclass
@@ -64,7 +86,7 @@ class ScriptedRobot:
 
 def through_the_rollout(config: ExecutorConfig, period_steps: int) -> np.ndarray:
     robot = ScriptedRobot()
-    run_episode(robot, ChunkPolicy(), config, period_steps, seed=0, latency_s=LATENCY_S)
+    run_episode(robot, policy_for(config), config, period_steps, seed=0, latency_s=LATENCY_S)
     return np.stack(robot.targets)
 
 
@@ -77,15 +99,15 @@ def through_the_node(ros, config: ExecutorConfig, period_steps: int) -> np.ndarr
 
     params = {"joint_names": JOINTS, "use_sim_time": True, "action_dt": config.action_dt_s,
               "watermark": config.watermark, "drop_stale_actions": config.drop_stale_actions,
-              "blend_decay": config.blend_decay, "max_input_age": 1.0, "distillation": False,
-              "instruction": "follow"}
+              "blend_decay": config.blend_decay, "chunking": config.chunking, "max_input_age": 1.0,
+              "distillation": False, "instruction": "follow"}
     node = ros.node(PolicyNode, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
     clock = node.get_clock()
 
     def set_time(ns: int) -> None:
         clock.set_ros_time_override(Time(nanoseconds=ns, clock_type=clock.clock_type))
 
-    node.slot.swap(ChunkPolicy(on_inference=lambda stamp_ns: set_time(stamp_ns + round(LATENCY_S * 1e9))))
+    node.slot.swap(policy_for(config, on_inference=lambda stamp_ns: set_time(stamp_ns + round(LATENCY_S * 1e9))))
     published: list[tuple[int, object]] = []  # (arrival on the node clock, chunk)
     node.chunk_publisher.publish = lambda msg: published.append((clock.now().nanoseconds, msg_to_chunk(msg)))
     busy_until = 0
@@ -116,11 +138,13 @@ def through_the_node(ros, config: ExecutorConfig, period_steps: int) -> np.ndarr
 
 @pytest.mark.ros
 @pytest.mark.parametrize("config, period_steps", [
-    (ExecutorConfig(action_dt_s=0.05, drop_stale_actions=True, blend_decay=0.5), 4),   # period, overlap
+    (ExecutorConfig(action_dt_s=0.05, drop_stale_actions=True, blend_decay=0.5, chunking="blend"), 4),  # overlap
     (ExecutorConfig(action_dt_s=0.05, watermark=0.5, drop_stale_actions=True, blend_decay=0.0), 100),
-    (ExecutorConfig(action_dt_s=0.05, drop_stale_actions=False, blend_decay=1.0), 3),
-    (ExecutorConfig(action_dt_s=0.05, blend_decay=0.5), 2),  # latency (130 ms) longer than the period (100 ms)
-], ids=["period-blend", "watermark", "no-drop", "period-shorter-than-latency"])
+    (ExecutorConfig(action_dt_s=0.05, drop_stale_actions=False, blend_decay=1.0, chunking="blend"), 3),
+    # latency (130 ms) longer than the period (100 ms)
+    (ExecutorConfig(action_dt_s=0.05, blend_decay=0.5, chunking="blend"), 2),
+    (ExecutorConfig(action_dt_s=0.05, chunking="rtc"), 4),  # the committed prefix from the executor
+], ids=["period-blend", "watermark", "no-drop", "period-shorter-than-latency", "rtc"])
 def test_node_and_rollout_execute_the_same_actions(ros, config, period_steps):
     rollout = through_the_rollout(config, period_steps)
     node = through_the_node(ros, config, period_steps)
@@ -136,7 +160,7 @@ class ContinuingPolicy:
 
     policy_id, steps, cameras = "continuing@1", 1, ()
 
-    def predict(self, observation, seed: int = 0) -> np.ndarray:
+    def predict(self, observation, seed: int = 0, continuation=None) -> np.ndarray:
         times = observation.stamp_ns * 1e-9 + 0.05 * np.arange(8)
         return np.stack([np.sin(times), np.cos(times), times], axis=1).astype(np.float32)
 
@@ -152,10 +176,26 @@ def test_rollout_reports_boundary_jumps_and_jerk():
     assert smooth.mean_jerk < jumping.mean_jerk and np.isfinite(jumping.mean_jerk)
 
 
+def test_rtc_rollout_gives_the_policy_what_executes_and_measures_the_handover():
+    """130 ms of latency: 3 committed actions predicted once a latency is known; the published
+    chunk starts where execution is (2 stale actions dropped), so 1 committed action is still
+    ahead and the jump is taken at the first generated one."""
+    config = ExecutorConfig(action_dt_s=0.05, chunking="rtc")
+    policy, robot = PrefixPolicy(), ScriptedRobot()
+    rtc = run_episode(robot, policy, config, 4, seed=0, latency_s=LATENCY_S)
+    assert policy.delays and set(policy.delays) == {3}  # ceil(130 / 50), under the policy's 4
+    plain = run_episode(ScriptedRobot(), ChunkPolicy(), ExecutorConfig(action_dt_s=0.05), 4, seed=0,
+                        latency_s=LATENCY_S)
+    assert len(rtc.boundary_jumps) == len(plain.boundary_jumps) > 5
+    # the executed targets are continuous across the kept prefix: the step into a switch is the old
+    # chunk's own, and every jump is measured where the generated actions begin
+    assert all(j > 0 for j in rtc.boundary_jumps)
+
+
 class RenderedFramesOnly(ChunkPolicy):
     """Fails when asked for a chunk from a step whose camera frame was not rendered."""
 
-    def predict(self, observation, seed: int = 0) -> np.ndarray:
+    def predict(self, observation, seed: int = 0, continuation=None) -> np.ndarray:
         assert observation.images["top"].size > 0, "chunk computed from an unrendered frame"
         return super().predict(observation, seed)
 

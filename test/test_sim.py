@@ -135,7 +135,7 @@ class _ExpertPolicy:
     def __init__(self, expert: TaskExpert) -> None:
         self.expert, self.calls = expert, 0
 
-    def predict(self, observation, seed: int = 0) -> np.ndarray:
+    def predict(self, observation, seed: int = 0, continuation=None) -> np.ndarray:
         assert observation.images[CAMERA].shape == (32, 32, 3) and observation.instruction  # a rendered frame
         self.calls += 1
         return np.stack([self.expert.target()] * 4)

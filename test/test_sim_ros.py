@@ -94,6 +94,46 @@ def test_policy_mode_executes_chunks_and_reports_episodes(ros, command):
         assert all(len(r.chunk_latency_ms) == 0 for r in results)
 
 
+def test_policy_node_in_rtc_chunking_drives_the_robot_continuing_what_executes(ros, tmp_path):
+    """policy_node with chunking: rtc serving a policy that takes a committed prefix drives
+    sim_robot through its episodes; each chunk starts with the actions the chunk it replaces
+    commands over the predicted delay (the weights are random: what is tested is the node's path)."""
+    import torch
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+    from snapflow_interfaces.msg import ActionChunk, EpisodeResult
+
+    from snapflow_ros.families.builtin import BuiltinVLA, BuiltinVLAConfig
+    from snapflow_ros.files import save_policy
+    from snapflow_ros.ros.conversions import msg_to_chunk
+    from snapflow_ros.ros.policy_node import PolicyNode
+    from snapflow_ros.ros.qos import COMMAND_QOS
+    from snapflow_ros.ros.sim_robot import SimRobotNode
+
+    torch.manual_seed(0)
+    policy = BuiltinVLA(BuiltinVLAConfig(cameras=("top",), image_size=32, patch_size=8, state_dim=4, action_dim=4,
+                                         chunk_size=8, width=32, num_heads=4, num_layers=1))
+    checkpoint = save_policy(policy, tmp_path / "student", {"train_config": {"max_delay": 4}})
+    ros.node(SimRobotNode, parameter_overrides=[Parameter("task", value="reach-either"),
+                                                Parameter("episodes", value=2)])
+    node = ros.node(PolicyNode, parameter_overrides=[Parameter(k, value=v) for k, v in {
+        "checkpoint": str(checkpoint), "joint_names": list(STATE_NAMES), "cameras": ["top"], "action_dt": 0.05,
+        "chunk_rate_hz": 5.0, "max_input_age": 0.5, "chunking": "rtc", "distillation": False}.items()])
+    assert node.slot.policy.max_delay == 4
+    listener = ros.node(Node, "listener")
+    chunks, results = [], []
+    listener.create_subscription(ActionChunk, "action_chunk", lambda m: chunks.append(msg_to_chunk(m)), COMMAND_QOS)
+    listener.create_subscription(EpisodeResult, "sim_robot/episode_result", results.append, COMMAND_QOS)
+    assert ros.spin_until(lambda: len(results) == 2, 60.0), f"{len(results)} episodes, {len(chunks)} chunks"
+    assert [r.episode for r in results] == [0, 1]
+    continued = 0
+    for previous, new in zip(chunks, chunks[1:]):
+        k = round((new.start_ns - previous.start_ns) / 50e6)  # the previous chunk's action at the new start
+        assert new.start_ns >= new.observation_stamp_ns  # starts where execution is on arrival
+        continued += 0 <= k < previous.horizon and np.allclose(new.actions[0], previous.actions[k], atol=1e-5)
+    assert len(chunks) > 10 and continued >= (len(chunks) - 1) // 2, (continued, len(chunks))
+
+
 def test_invalid_commands_are_ignored_and_the_robot_holds(ros):
     from rclpy.node import Node
     from rclpy.parameter import Parameter

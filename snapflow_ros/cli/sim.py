@@ -14,16 +14,27 @@ from snapflow_ros.cli.options import write_json
 def sim_eval(args: argparse.Namespace) -> dict:
     import torch
 
-    from snapflow_ros.sim.evaluation import Candidate, evaluate_task, overall, write_plot
+    from snapflow_ros.sim.evaluation import (
+        Candidate,
+        candidate_name,
+        evaluate_task,
+        overall,
+        write_latency_plot,
+        write_plot,
+    )
     from snapflow_ros.sim.evaluation_table import format_table
     from snapflow_ros.sim.tasks import get_task, load_tasks
 
     started = time.perf_counter()
-    candidates = [Candidate(f"teacher@{args.teacher_steps}", args.teacher, args.teacher_steps),
-                  *[Candidate(f"teacher@{n}", args.teacher, n) for n in args.extra_steps],
-                  Candidate("teacher@1", args.teacher, 1)]
+    n = args.teacher_steps
+    candidates = [Candidate(candidate_name("teacher", n), args.teacher, n)]
+    if "rtc" in args.chunking:  # the inference-time baseline: guided inpainting by the multi-step teacher
+        candidates.append(Candidate(candidate_name("teacher", n, "rtc", guided=True), args.teacher, n, "rtc", True))
+    candidates += [*[Candidate(candidate_name("teacher", k), args.teacher, k) for k in args.extra_steps],
+                   Candidate(candidate_name("teacher", 1), args.teacher, 1)]
     if args.student:
-        candidates.append(Candidate("student@1", args.student, 1))
+        candidates += [Candidate(candidate_name("student", 1, mode), args.student, 1, mode,
+                                 blend_decay=args.blend_decay if mode == "blend" else 0.0) for mode in args.chunking]
     sweep = {}
     for latency_ms in args.latency_ms:  # the robot executes the chunk in force during inference
         per_task = {}
@@ -38,12 +49,13 @@ def sim_eval(args: argparse.Namespace) -> dict:
     report = {"tasks": first["tasks"], "overall": first["overall"],
               "settings": {"episodes_per_task": args.episodes, "seed": args.seed, "image_size": args.image_size,
                            "replan_every": args.replan_every, "latency_ms": args.latency_ms,
+                           "chunking": args.chunking, "blend_decay": args.blend_decay,
                            "torch_threads": torch.get_num_threads()},
               "wall_seconds": time.perf_counter() - started}
     if len(args.latency_ms) > 1:
         report["latency_sweep"] = sweep  # per simulated latency (ms): tasks and overall, as above
-    if args.plot:
-        write_plot(first["tasks"], args.plot)
+    if args.plot:  # success against latency: measured per chunk, or simulated in a sweep
+        (write_latency_plot(sweep, args.plot) if len(sweep) > 1 else write_plot(first["tasks"], args.plot))
         report["plot"] = str(args.plot)
     for latency_ms, rows in sweep.items():
         print(f"simulated inference latency {latency_ms} ms:", file=sys.stderr)
@@ -202,6 +214,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--latency-ms", type=float, nargs="+", default=[0.0],
                    help="simulated inference latency per chunk, one evaluation each (e.g. 0 100 200 300): the "
                    "robot keeps executing the chunk in force meanwhile, stale actions are dropped (default: 0)")
+    p.add_argument("--chunking", nargs="+", choices=["plain", "blend", "rtc"], default=["plain"],
+                   help="how the student's chunks meet (policy_node's chunking parameter), one evaluation each: "
+                   "plain (stale actions dropped, then switch), blend (the overlap mixed, --blend-decay), rtc (the "
+                   "actions executing during inference given as a committed prefix; a student distilled with "
+                   "--max-delay continues them). With rtc the teacher also runs guided RTC at --teacher-steps "
+                   "(inference-time inpainting, LeRobot's RTC). Default: plain")
+    p.add_argument("--blend-decay", type=float, default=0.5,
+                   help="blend's weight of the previous chunk, exp(-decay * k) (default: 0.5)")
     p.add_argument("--json", type=Path, default=Path("runs/sim-eval/report.json"), help="report file")
     p.add_argument("--plot", type=Path, default=Path("runs/sim-eval/success_vs_latency.svg"), help="plot file (SVG)")
     p.set_defaults(run=lambda a: write_json(sim_eval(a), a.json))

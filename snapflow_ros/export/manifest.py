@@ -35,6 +35,10 @@ class Manifest:
     velocity: TensorSpec
     graphs: dict[str, str]           # role -> file: prefix, expert, monolithic_<N>
     processor: str = "processor"     # directory with the weight-free pre/post-processing
+    # The expert takes t and s per action, (B, H): one graph serves plain chunks and chunks with
+    # a committed prefix (False: an export from before per-action time, (B,)).
+    per_action_time: bool = False
+    max_delay: int = 0               # trained with committed prefixes of up to this many actions
     normalization: dict = field(default_factory=dict)  # feature -> statistic -> values (as applied)
     format: str = FORMAT
     torch_version: str = ""

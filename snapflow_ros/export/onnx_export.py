@@ -25,7 +25,7 @@ from snapflow_ros.export.graphs import (
 )
 from snapflow_ros.export.manifest import Manifest, TensorSpec
 from snapflow_ros.families.registry import load_policy
-from snapflow_ros.files import atomic_directory, checkpoint_id
+from snapflow_ros.files import atomic_directory, checkpoint_id, trained_max_delay
 from snapflow_ros.flow.sampling import default_steps
 
 DEFAULT_OPSET = 18
@@ -91,8 +91,9 @@ def export_policy(checkpoint: Path, output: Path, *, steps: int | None = None, o
             dict(zip(input_names, cast_floats(inputs.values(), policy.input_dtype))))))
         cache_names = list(cache)
         x = torch.randn(1, policy.chunk_size, policy.noise_dim)
-        # Distinct tensors for t and s: the exporter would otherwise trace them as one input.
-        t, s = torch.ones(1), torch.zeros(1)
+        # Per-action times (a committed prefix is at t = 0), distinct tensors for t and s: the
+        # exporter would otherwise trace them as one input.
+        t, s = torch.ones(1, policy.chunk_size), torch.zeros(1, policy.chunk_size)
         velocity = ExpertGraph(policy, cache_names)(x, t, s, *cache.values())
         external = {"prefix": _export(PrefixGraph(policy, input_names, cache_names), tuple(inputs.values()),
                                       tmp / "prefix.onnx", input_names, cache_names, opset),
@@ -110,7 +111,8 @@ def export_policy(checkpoint: Path, output: Path, *, steps: int | None = None, o
             precision="fp16" if fp16 else "fp32",
             prefix_inputs=[_spec(n, v) for n, v in inputs.items()],
             cache=[_spec(n, v) for n, v in cache.items()], velocity=_spec("velocity", velocity),
-            graphs=graphs, normalization=policy.processor.normalization_stats(),
+            graphs=graphs, per_action_time=True, max_delay=trained_max_delay(checkpoint),
+            normalization=policy.processor.normalization_stats(),
             torch_version=torch.__version__,
             external_data=sorted(role for role, used in external.items() if used))
         manifest.write(tmp)

@@ -33,6 +33,7 @@ def validate_case(torch_backend: TorchBackend, ort_backend: OnnxRuntimeBackend, 
     batch = policy.example_batch(1, seed=seed)
     generator = torch.Generator().manual_seed(seed)
     noise = torch.randn(1, manifest.chunk_size, manifest.noise_dim, generator=generator)
+    t, s = torch.ones(1), torch.zeros(1)
 
     inputs_torch, inputs_ort = torch_backend.prepare(batch), ort_backend.prepare(batch)
     cache_torch = torch_backend.prefix(inputs_torch)
@@ -42,8 +43,8 @@ def validate_case(torch_backend: TorchBackend, ort_backend: OnnxRuntimeBackend, 
         "preprocess": _worst({n: _compare(v, inputs_ort[n]) for n, v in inputs_torch.items()}),
         "prefix": _worst({n: _compare(named_torch[n], torch.from_numpy(v.numpy()))
                           for n, v in zip(ort_backend.cache_names, cache_ort)}),
-        "expert_step": _worst({"velocity": _compare(torch_backend.step(noise, 1.0, 0.0, cache_torch),
-                                                    ort_backend.step(noise, 1.0, 0.0, cache_ort))}),
+        "expert_step": _worst({"velocity": _compare(torch_backend.step(noise, t, s, cache_torch),
+                                                    ort_backend.step(noise, t, s, cache_ort))}),
         "end_to_end": _worst({"actions": _compare(torch_backend.sample(batch, noise, manifest.steps),
                                                   ort_backend.sample(batch, noise, manifest.steps))}),
     }

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
+from snapflow_ros.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class CommittedPrefix:
@@ -20,6 +22,18 @@ class CommittedPrefix:
     def sample(cls, actions: torch.Tensor, max_delay: int, generator: torch.Generator) -> CommittedPrefix:
         delays = torch.randint(0, max_delay + 1, (actions.shape[0],), generator=generator)
         return cls(actions, delays.to(actions.device))
+
+    @classmethod
+    def first(cls, actions: torch.Tensor | None, delay: int) -> CommittedPrefix | None:
+        """The first `delay` of `actions` (B, H, D) committed in every sample; None for delay 0."""
+        if delay == 0:
+            return None
+        if actions is None:
+            raise ConfigError(f"a committed prefix of {delay} actions needs the upcoming actions")
+        if not 0 < delay < actions.shape[1]:
+            raise ConfigError(f"a committed prefix of {delay} actions: must be in [0, {actions.shape[1]}), "
+                              "the chunk size")
+        return cls(actions, torch.full((actions.shape[0],), delay, dtype=torch.long, device=actions.device))
 
     @property
     def positions(self) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Euler sampling written once: the loop over any velocity function (a policy's expert, an
-ONNX expert graph), a policy's whole path prepare -> prefix -> Euler -> unnormalise, and how
-many steps a policy runs by default (N=10 teacher, N=1 student)."""
+ONNX expert graph), with or without a committed prefix, a policy's whole path prepare -> prefix
+-> Euler -> unnormalise, and how many steps a policy runs by default (N=10 teacher, N=1 student)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from snapflow_ros.errors import ConfigError
 from snapflow_ros.flow.prefix import CommittedPrefix
 from snapflow_ros.policy.contract import FlowPolicy, PrefixCache, RawBatch
 
-# (x, t, s) -> the average velocity from time t to time s at x, batch-wide scalar times.
-Velocity = Callable[[torch.Tensor, float, float], torch.Tensor]
+# (x, t, s) -> the average velocity from time t to time s at x; t and s are (B,) for the whole
+# chunk or (B, H) per action (0 on a committed prefix), in x's dtype and device.
+Velocity = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def default_steps(policy: FlowPolicy) -> int:
@@ -22,40 +23,37 @@ def default_steps(policy: FlowPolicy) -> int:
     return 1 if policy.target_time.is_trained() else 10
 
 
-def euler_integrate(velocity: Velocity, noise: torch.Tensor, steps: int) -> torch.Tensor:
+def euler_integrate(velocity: Velocity, noise: torch.Tensor, steps: int,
+                    prefix: CommittedPrefix | None = None) -> torch.Tensor:
     """Integrate from t = 1 (noise) to t = 0 with `steps` Euler steps; returns normalised actions.
 
     Each step asks for the average velocity to the next time (s = t + dt, SnapFlow); for a
     policy whose target-time MLP is still zero this is the teacher's instantaneous velocity.
-    With steps = 1: a = eps - F(eps, t=1, s=0).
+    With steps = 1: a = eps - F(eps, t=1, s=0). With a committed prefix, every pass sees it
+    clean at t = s = 0 and the result starts with it exactly (a policy trained with
+    --max-delay continues it).
     """
     if steps < 1:
         raise ConfigError(f"steps must be >= 1, got {steps}")
+    batch, dtype, device = noise.shape[0], noise.dtype, noise.device
     dt = -1.0 / steps
     x = noise
     for k in range(steps):
         t = 1.0 + k * dt
-        x = x + dt * velocity(x, t, max(t + dt, 0.0))
-    return x
-
-
-def euler_sample(policy: FlowPolicy, cache: PrefixCache, noise: torch.Tensor, steps: int,
-                 prefix: CommittedPrefix | None = None) -> torch.Tensor:
-    """euler_integrate over the policy's expert attending to `cache` (traceable: ONNX export).
-    With a committed prefix (normalised actions), every pass sees it clean at t = s = 0 and the
-    returned chunk starts with it exactly (a policy trained with --max-delay continues it)."""
-    batch, dtype, device = noise.shape[0], noise.dtype, noise.device
-
-    def velocity(x: torch.Tensor, t: float, s: float) -> torch.Tensor:
+        s = max(t + dt, 0.0)
         # Times in the noise's dtype and device, whatever x was promoted to by a step.
         t_vec = torch.full((batch,), t, dtype=dtype, device=device)
         s_vec = torch.full((batch,), s, dtype=dtype, device=device)
         if prefix is not None:
             x, t_vec, s_vec = prefix.apply(x), prefix.times(t_vec), prefix.times(s_vec)
-        return policy.velocity(x, t_vec, s_vec, cache)
+        x = x + dt * velocity(x, t_vec, s_vec)
+    return x if prefix is None else prefix.apply(x)
 
-    actions = euler_integrate(velocity, noise, steps)
-    return actions if prefix is None else prefix.apply(actions)
+
+def euler_sample(policy: FlowPolicy, cache: PrefixCache, noise: torch.Tensor, steps: int,
+                 prefix: CommittedPrefix | None = None) -> torch.Tensor:
+    """euler_integrate over the policy's expert attending to `cache` (traceable: ONNX export)."""
+    return euler_integrate(lambda x, t, s: policy.velocity(x, t, s, cache), noise, steps, prefix)
 
 
 @torch.no_grad()

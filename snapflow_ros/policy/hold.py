@@ -18,6 +18,7 @@ class HoldPositionPolicy:
 
     policy_id = "builtin:hold-position"
     steps = 0          # no denoising
+    max_delay = 0      # takes no committed prefix (real-time chunking): it holds anyway
     cameras: tuple[str, ...] = ()
 
     def __init__(self, action_dim: int, horizon: int) -> None:
@@ -28,8 +29,8 @@ class HoldPositionPolicy:
         self.action_dim = action_dim
         self.horizon = horizon
 
-    def predict(self, observation: Observation, seed: int = 0) -> np.ndarray:
-        """(horizon, action_dim) float32 actions."""
+    def predict(self, observation: Observation, seed: int = 0, continuation: object = None) -> np.ndarray:
+        """(horizon, action_dim) float32 actions (seed and continuation: ServedPolicy's signature)."""
         if observation.state.shape != (self.action_dim,):
             raise InputError(
                 f"state has shape {observation.state.shape}, policy expects ({self.action_dim},)"

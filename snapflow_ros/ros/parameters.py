@@ -13,7 +13,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from snapflow_ros.errors import ConfigError
-from snapflow_ros.policy.chunk_executor import ExecutorConfig
+from snapflow_ros.policy.chunk_executor import CHUNKING_MODES, ExecutorConfig
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,19 @@ POLICY_NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec(
         "blend_decay", Parameter.Type.DOUBLE, 0.0,
         "Blend a new chunk with the overlapping part of the previous one, old weight exp(-decay*k); "
-        "0 disables blending.", range=(0.0, 100.0),
+        "> 0 with chunking blend only, 0 otherwise.", range=(0.0, 100.0),
+    ),
+    ParameterSpec(
+        "chunking", Parameter.Type.STRING, "plain",
+        "How a new chunk takes over from the one in force: plain (it replaces it where execution is "
+        "on arrival), blend (its overlap with the one in force is blended, see blend_decay; needs "
+        "blend_decay > 0) or rtc (real-time chunking: it is generated conditioned on the actions "
+        "executed meanwhile, for a policy trained with --max-delay; needs drop_stale_actions).",
+    ),
+    ParameterSpec(
+        "latency_window", Parameter.Type.INTEGER, 20,
+        "Recent chunks whose latency (p95) predicts the delay an rtc chunk is generated for.",
+        range=(1, 1000),
     ),
     ParameterSpec(
         "distillation", Parameter.Type.BOOL, True,
@@ -164,13 +176,16 @@ class PolicyNodeConfig:
     max_input_age: float
     drop_stale_actions: bool
     blend_decay: float
+    chunking: str
+    latency_window: int
     distillation: bool
     distillation_niceness: int
     distillation_threads: int
 
     def executor_config(self) -> ExecutorConfig:
         return ExecutorConfig(action_dt_s=self.action_dt, watermark=self.watermark,
-                              drop_stale_actions=self.drop_stale_actions, blend_decay=self.blend_decay)
+                              drop_stale_actions=self.drop_stale_actions, blend_decay=self.blend_decay,
+                              chunking=self.chunking, latency_window=self.latency_window)
 
 
 def declare_parameters(node: Node, specs: tuple[ParameterSpec, ...]) -> None:
@@ -212,4 +227,8 @@ def read_policy_node_config(node: Node) -> PolicyNodeConfig:
         topics = tuple(f"camera/{c}/{'compressed' if f == 'compressed' else 'image_raw'}"
                        for c, f in zip(cameras, formats))
     values |= {"cameras": cameras, "camera_topics": topics, "camera_formats": formats}
-    return PolicyNodeConfig(**values)
+    if values["chunking"] not in CHUNKING_MODES:
+        raise ConfigError(f"parameter 'chunking' must be one of {list(CHUNKING_MODES)}, got {values['chunking']!r}")
+    config = PolicyNodeConfig(**values)
+    config.executor_config()  # the chunk parameters together (e.g. blend_decay needs chunking blend), before a load
+    return config

@@ -48,7 +48,7 @@ from snapflow_ros.ros.policy_inputs import PolicyInputs
 from snapflow_ros.ros.qos import COMMAND_QOS, OVERRIDABLE
 from snapflow_ros.ros.spin import spin_node
 from snapflow_ros.runtime.chunk_worker import ChunkWorker
-from snapflow_ros.runtime.serving import PolicySlot
+from snapflow_ros.runtime.serving import PolicySlot, chunk_continuation
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 
@@ -73,6 +73,7 @@ class PolicyNode(LifecycleNode):
         self.chunk_publisher = self.trajectory_publisher = None
         self._worker: ChunkWorker | None = None
         self._sequence = 0
+        self._warned_no_prefix: set[str] = set()  # policies warned about once: rtc without a trained prefix
         self.add_on_set_parameters_callback(self.parameters_callback)
         self.add_post_set_parameters_callback(self.swap.committed)
         self.diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -172,14 +173,19 @@ class PolicyNode(LifecycleNode):
         if self.config is None:  # unconfigured: the values are read at configure
             return SetParametersResult(successful=True)
         changes = {p.name: p.value for p in parameters}
+        candidate = replace(self.config, **{k: v for k, v in changes.items() if hasattr(self.config, k)})
+        try:  # an inconsistent chunk setup (e.g. chunking blend without blend_decay) is refused whole
+            executor = candidate.executor_config()
+        except ConfigError as error:
+            return SetParametersResult(successful=False, reason=str(error))
         refused = self.swap.request(changes, {name: getattr(self.config, name) for name in RELOAD_PARAMETERS})
         if refused is not None:
             return refused
-        self.config = replace(self.config, **{k: v for k, v in changes.items() if hasattr(self.config, k)})
+        self.config = candidate
         self.assembler.max_age_s = self.config.max_input_age
         if "instruction" in changes:
             self.assembler.set_instruction(changes["instruction"])
-        self.chunks.config = self.config.executor_config()
+        self.chunks.config = executor
         return SetParametersResult(successful=True)
 
     def recorded_dataset_config(self) -> BagDatasetConfig:
@@ -222,7 +228,14 @@ class PolicyNode(LifecycleNode):
             self._hold(str(error))
             return
         started = time.perf_counter()
-        actions = policy.predict(observation, seed=self._sequence)
+        # rtc: the actions the chunk in force executes meanwhile, for the policy to continue
+        continuation = chunk_continuation(self.chunks, policy, observation.stamp_ns)
+        takes_no_prefix = c.chunking == "rtc" and policy.steps and not policy.max_delay
+        if takes_no_prefix and policy.policy_id not in self._warned_no_prefix:
+            self._warned_no_prefix.add(policy.policy_id)
+            self.get_logger().warning(f"chunking rtc: {policy.policy_id} takes no committed prefix (distilled "
+                                      "without --max-delay): its chunks start where execution is, as in plain")
+        actions = policy.predict(observation, seed=self._sequence, continuation=continuation)
         latency = time.perf_counter() - started
         if actions.shape != (actions.shape[0], len(c.joint_names)) or not np.all(np.isfinite(actions)):
             self._hold(f"policy {policy.policy_id} returned invalid actions {actions.shape}")
@@ -230,7 +243,7 @@ class PolicyNode(LifecycleNode):
         if not self.active or self.held:  # hold or deactivate may have arrived during inference
             return
         scheduled = self.chunks.accept(actions, observation.stamp_ns, self.get_clock().now().nanoseconds,
-                                         policy.policy_id)
+                                       policy.policy_id, committed=continuation.delay if continuation else 0)
         chunk = ActionChunk(actions=scheduled.actions.astype(np.float32), joint_names=c.joint_names,
                             dt_s=c.action_dt, policy_id=policy.policy_id, denoising_steps=policy.steps,
                             observation_stamp_ns=observation.stamp_ns, start_ns=scheduled.start_ns,

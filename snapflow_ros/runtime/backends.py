@@ -3,6 +3,10 @@
     backend = TorchBackend(load_policy(ckpt))  or  OnnxRuntimeBackend(export_dir)
     actions = backend.sample(raw_batch, noise, steps)    # (B, chunk, action_dim), robot units
 
+Real-time chunking: with `delay` d > 0 the batch carries the upcoming actions (raw_batch
+"actions", robot units) and the first d are the committed prefix (a policy trained with
+--max-delay continues them); with `guidance` the torch backend inpaints them (guided RTC).
+
 The ONNX Runtime backend keeps the prefix cache as OrtValues on the execution device and binds
 them to every expert run (IO binding): the cache never crosses host memory between steps. On a
 GPU it prefers TensorRT, then CUDA (execution_providers() says with which options), else the CPU.
@@ -22,7 +26,9 @@ from snapflow_ros.errors import CheckpointError, ConfigError
 from snapflow_ros.export.graphs import flatten, unflatten
 from snapflow_ros.export.manifest import Manifest
 from snapflow_ros.families.registry import family
-from snapflow_ros.flow.sampling import euler_integrate, sample_actions
+from snapflow_ros.flow.guidance import RtcGuidance, guided_euler_integrate
+from snapflow_ros.flow.prefix import CommittedPrefix
+from snapflow_ros.flow.sampling import euler_integrate
 from snapflow_ros.policy.contract import FlowPolicy, RawBatch
 
 TENSORRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
@@ -104,9 +110,10 @@ class Backend(Protocol):
 
     def prefix(self, inputs: dict[str, torch.Tensor]) -> Any: ...
 
-    def step(self, x: torch.Tensor, t: float, s: float, cache: Any) -> torch.Tensor: ...
+    def step(self, x: torch.Tensor, t: torch.Tensor, s: torch.Tensor, cache: Any) -> torch.Tensor: ...
 
-    def sample(self, batch: RawBatch, noise: torch.Tensor, steps: int) -> torch.Tensor: ...
+    def sample(self, batch: RawBatch, noise: torch.Tensor, steps: int, delay: int = 0,
+               guidance: RtcGuidance | None = None) -> torch.Tensor: ...
 
 
 class TorchBackend:
@@ -124,13 +131,26 @@ class TorchBackend:
         return self.policy.embed_prefix(unflatten(inputs))
 
     @torch.no_grad()
-    def step(self, x: torch.Tensor, t: float, s: float, cache: Any) -> torch.Tensor:
-        device = self.policy.device
-        full = lambda v: torch.full((x.shape[0],), v, dtype=x.dtype, device=device)  # noqa: E731
-        return self.policy.velocity(x.to(device), full(t), full(s), cache)
+    def step(self, x: torch.Tensor, t: torch.Tensor, s: torch.Tensor, cache: Any) -> torch.Tensor:
+        x = x.to(self.policy.device)
+        return self.policy.velocity(x, t.to(x), s.to(x), cache)
 
-    def sample(self, batch: RawBatch, noise: torch.Tensor, steps: int) -> torch.Tensor:
-        return sample_actions(self.policy, batch, noise, steps).cpu()
+    @torch.no_grad()
+    def sample(self, batch: RawBatch, noise: torch.Tensor, steps: int, delay: int = 0,
+               guidance: RtcGuidance | None = None) -> torch.Tensor:
+        policy = self.policy
+        inputs = policy.prepare(batch)
+        cache = policy.embed_prefix(inputs)
+        noise = noise.to(policy.device)
+
+        def velocity(x: torch.Tensor, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+            return policy.velocity(x, t, s, cache)
+
+        if guidance is not None:
+            actions = guided_euler_integrate(velocity, noise, steps, _upcoming(inputs, batch), guidance)
+        else:
+            actions = euler_integrate(velocity, noise, steps, _committed(inputs, delay))
+        return policy.unnormalize_actions(actions).cpu()
 
 
 class OnnxRuntimeBackend:
@@ -174,6 +194,8 @@ class OnnxRuntimeBackend:
         self.device_type = "cuda" if self.providers[0] in (TENSORRT, CUDA) else "cpu"  # TensorRT's memory is CUDA's
         self.cache_names = [spec.name for spec in self.manifest.cache]
         self._step_dtypes = _step_input_dtypes(self.expert_session)
+        # The graph decides, not the manifest: exports from before per-action time take t as (B,).
+        self.per_action_time = any(arg.name == "t" and len(arg.shape) == 2 for arg in self.expert_session.get_inputs())
 
     def session(self, role: str) -> Any:
         import onnxruntime as ort
@@ -205,25 +227,40 @@ class OnnxRuntimeBackend:
         binding.synchronize_outputs()
         return binding.get_outputs()
 
-    def step(self, x: torch.Tensor, t: float, s: float, cache: list[Any]) -> torch.Tensor:
+    def step(self, x: torch.Tensor, t: torch.Tensor, s: torch.Tensor, cache: list[Any]) -> torch.Tensor:
         binding = self.expert_session.io_binding()
-        batch = x.shape[0]
         # Host arrays of the graph's own input types; on a GPU onnxruntime copies them to the
         # device of the session (a few KB per step), next to the cache that stays there.
         dtypes = self._step_dtypes
         binding.bind_cpu_input("x", np.ascontiguousarray(x.detach().cpu().numpy(), dtype=dtypes["x"]))
-        binding.bind_cpu_input("t", np.full((batch,), t, dtype=dtypes["t"]))
-        binding.bind_cpu_input("s", np.full((batch,), s, dtype=dtypes["s"]))
+        for name, time in (("t", t), ("s", s)):
+            binding.bind_cpu_input(name, np.ascontiguousarray(self._flow_time(time, x), dtype=dtypes[name]))
         for name, value in zip(self.cache_names, cache):
             binding.bind_ortvalue_input(name, value)  # stays on the device
         binding.bind_output("velocity", "cpu")
         self.expert_session.run_with_iobinding(binding)
         return torch.from_numpy(binding.copy_outputs_to_cpu()[0])
 
-    def sample(self, batch: RawBatch, noise: torch.Tensor, steps: int) -> torch.Tensor:
+    def _flow_time(self, time: torch.Tensor, x: torch.Tensor) -> np.ndarray:
+        """A flow time as the expert graph takes it: (B, H) per action for an export with
+        per-action time (a (B,) time is the same at every action), (B,) for an older one."""
+        if self.per_action_time:
+            return (time[:, None].expand(-1, x.shape[1]) if time.ndim == 1 else time).cpu().numpy()
+        if time.ndim != 1:
+            raise ConfigError(f"{self.export_dir}: this export's expert takes one flow time per chunk (exported "
+                              "before per-action time); export it again to serve a committed prefix")
+        return time.cpu().numpy()
+
+    def sample(self, batch: RawBatch, noise: torch.Tensor, steps: int, delay: int = 0,
+               guidance: RtcGuidance | None = None) -> torch.Tensor:
         """The Euler loop of snapflow_ros.flow.sampling, each step an expert-graph run."""
-        cache = self.prefix(self.prepare(batch))
-        actions = euler_integrate(lambda x, t, s: self.step(x, t, s, cache), noise.cpu().float(), steps)
+        if guidance is not None:
+            raise ConfigError("guided real-time chunking differentiates through the expert: the torch backend "
+                              "runs it, an ONNX graph has no backward pass")
+        inputs = self.processor.prepare(batch, torch.device("cpu"))
+        cache = self.prefix(flatten(inputs))
+        actions = euler_integrate(lambda x, t, s: self.step(x, t, s, cache), noise.cpu().float(), steps,
+                                  _committed(inputs, delay))
         return self.processor.unnormalize_actions(actions)
 
     def sample_monolithic(self, batch: RawBatch, noise: torch.Tensor, steps: int) -> torch.Tensor:
@@ -234,3 +271,17 @@ class OnnxRuntimeBackend:
         feeds["noise"] = noise.cpu().numpy().astype(np.float32)
         (actions,) = session.run(["actions"], feeds)
         return self.processor.unnormalize_actions(torch.from_numpy(actions))
+
+
+def _committed(inputs: dict[str, Any], delay: int) -> CommittedPrefix | None:
+    """The first `delay` upcoming actions (prepared: normalised, padded to noise_dim)."""
+    return CommittedPrefix.first(inputs.get("actions"), delay)
+
+
+def _upcoming(inputs: dict[str, Any], batch: RawBatch) -> torch.Tensor:
+    """The upcoming actions guided RTC inpaints (normalised), up to the last one given."""
+    if "actions" not in inputs:
+        raise ConfigError("guided real-time chunking needs the upcoming actions in the batch")
+    mask = batch.get("action_mask")
+    available = inputs["actions"].shape[1] if mask is None else int(torch.as_tensor(mask).sum(dim=1).min())
+    return inputs["actions"][:, :available]

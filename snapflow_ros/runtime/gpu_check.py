@@ -248,7 +248,7 @@ def ort_latency(export_dir: Path, provider: str, repeats: int, warmup: int, devi
     # each call's wall time includes its GPU work.
     timing: dict[str, Any] = measure_interleaved({
         "prefix": lambda: backend.prefix(backend.prepare(batch)),
-        "expert_step": lambda: backend.step(noise, 1.0, 0.0, cache),
+        "expert_step": lambda: backend.step(noise, torch.ones(1), torch.zeros(1), cache),
         "end_to_end_10_steps": lambda: backend.sample(batch, noise, 10),
         "end_to_end_1_steps": lambda: backend.sample(batch, noise, 1),
     }, repeats, warmup=warmup)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +29,17 @@ SIM_EXECUTOR = ExecutorConfig(action_dt_s=0.05)
 
 @dataclass(frozen=True)
 class Candidate:
-    name: str          # e.g. "student@1"
+    name: str          # e.g. "student@1", "student@1+rtc"
     checkpoint: Path
     steps: int         # expert passes per chunk
+    chunking: str = "plain"  # the executor's chunking: plain | blend | rtc
+    guided: bool = False     # rtc by guided inpainting (a teacher), not a trained prefix
+    blend_decay: float = 0.0  # blend's weight of the previous chunk, exp(-decay * k)
+
+
+def candidate_name(policy: str, steps: int, chunking: str = "plain", guided: bool = False) -> str:
+    suffix = "" if chunking == "plain" else "+guided-rtc" if guided else f"+{chunking}"
+    return f"{policy}@{steps}{suffix}"
 
 
 def summarize(results: list[EpisodeResult]) -> dict:
@@ -54,37 +62,46 @@ def _mean_and_p95(values: list[float]) -> dict:
 def evaluate_task(task: SimTask, candidates: list[Candidate], episodes: int, seed: int, image_size: int,
                   replan_every: int, progress: Callable[[str], None] | None = None,
                   executor: ExecutorConfig = SIM_EXECUTOR, latency_s: float = 0.0) -> dict:
-    """Each candidate under the node's chunk executor (`executor`: its parameters; the chunk timer
-    every `replan_every` steps), with `latency_s` of simulated inference delay."""
+    """Each candidate under the node's chunk executor (`executor`: its parameters, with the
+    candidate's chunking; the chunk timer every `replan_every` steps), with `latency_s` of
+    simulated inference delay."""
     report = {}
     for candidate in candidates:
-        policy = load_served_policy(candidate.checkpoint, "torch", "cpu", candidate.steps)
+        policy = load_served_policy(candidate.checkpoint, "torch", "cpu", candidate.steps, guided=candidate.guided)
+        chunking = replace(executor, chunking=candidate.chunking,
+                           blend_decay=candidate.blend_decay)
         robot = MetaWorldRobot(task, seed=seed, image_size=image_size)
         try:
             results = []
             for episode in range(episodes):
-                results.append(run_episode(robot, policy, executor, replan_every, seed=seed + episode,
+                results.append(run_episode(robot, policy, chunking, replan_every, seed=seed + episode,
                                            latency_s=latency_s))
                 if progress:
                     progress(f"{task.name} {candidate.name}: {sum(r.success for r in results)}/{episode + 1}")
         finally:
             robot.close()
-        report[candidate.name] = summarize(results) | {"checkpoint": str(candidate.checkpoint),
-                                                       "steps": candidate.steps, "seed": seed}
+        report[candidate.name] = summarize(results) | {
+            "checkpoint": str(candidate.checkpoint), "steps": candidate.steps, "seed": seed,
+            "chunking": candidate.chunking, "guided": candidate.guided, "max_delay": policy.max_delay}
     return report
 
 
 def overall(per_task: dict[str, dict]) -> dict:
-    """Pooled over tasks: successes and episodes summed; latency percentiles averaged."""
+    """Pooled over tasks: successes and episodes summed; latency percentiles averaged, boundary
+    jumps weighted by their count."""
     names = next(iter(per_task.values())).keys()
     pooled = {}
     for name in names:
         rows = [task[name] for task in per_task.values()]
         successes, n = sum(r["successes"] for r in rows), sum(r["episodes"] for r in rows)
         low, high = wilson_interval(successes, n)
+        jumps = [r["boundary_jump"] for r in rows]
+        switches = sum(j["count"] for j in jumps)
         pooled[name] = {"episodes": n, "successes": successes, "success_rate": successes / max(n, 1),
                         "ci95": [low, high],
-                        "latency_ms_p50_mean": float(np.mean([r["latency_ms"]["p50"] for r in rows]))}
+                        "latency_ms_p50_mean": float(np.mean([r["latency_ms"]["p50"] for r in rows])),
+                        "boundary_jump_mean": sum(j["mean"] * j["count"] for j in jumps) / max(switches, 1),
+                        "mean_jerk": float(np.mean([r["mean_jerk"] for r in rows]))}
     return pooled
 
 
@@ -133,6 +150,57 @@ def write_plot(per_task: dict[str, dict], path: Path) -> None:
     for i, task in enumerate(tasks):
         parts.append(f'<text x="{width - legend}" y="{margin + 16 * (len(names) + 1 + i)}">'
                      f'{["●", "■", "◆"][i % 3]} {task}</text>')
+    parts.append("</svg>")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(parts) + "\n")
+
+
+def write_latency_plot(sweep: dict[str, dict], path: Path) -> None:
+    """Two panels over the simulated latency (the sweep's keys, ms), one line per policy, pooled
+    over tasks: success rate with its 95% CI, and the mean jump at chunk switches."""
+    latencies = [float(key) for key in sweep]
+    names = list(next(iter(sweep.values()))["overall"])
+    colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf", "#7f7f7f"]
+    panel_w, height, margin, legend = 330, 380, 55, 170
+    top_jump = max(r["boundary_jump_mean"] for s in sweep.values() for r in s["overall"].values()) * 1.1 or 1.0
+    span = max(latencies) - min(latencies) or 1.0
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * panel_w + legend}" height="{height}" '
+             'font-family="sans-serif" font-size="12">', '<rect width="100%" height="100%" fill="white"/>']
+
+    def panel(left: float, title: str, top: float, value: Callable[[dict], float], interval: bool) -> None:
+        def x(latency: float) -> float:
+            return left + margin + (latency - min(latencies)) / span * (panel_w - 1.5 * margin)
+
+        def y(v: float) -> float:
+            return height - margin - v / top * (height - 2 * margin)
+
+        parts.extend([f'<line x1="{x(min(latencies))}" y1="{y(0)}" x2="{x(max(latencies))}" y2="{y(0)}" '
+                      'stroke="black"/>',
+                      f'<line x1="{left + margin}" y1="{y(0)}" x2="{left + margin}" y2="{y(top)}" stroke="black"/>',
+                      f'<text x="{left + panel_w / 2}" y="{margin - 20}" text-anchor="middle">{title}</text>',
+                      f'<text x="{left + panel_w / 2}" y="{height - 15}" text-anchor="middle">'
+                      'simulated latency (ms)</text>',
+                      f'<text x="{left + margin - 6}" y="{y(top) + 4}" text-anchor="end">{top:.3g}</text>',
+                      f'<text x="{left + margin - 6}" y="{y(0) + 4}" text-anchor="end">0</text>'])
+        parts.extend(f'<text x="{x(latency)}" y="{y(0) + 16}" text-anchor="middle">{latency:g}</text>'
+                     for latency in latencies)
+        for i, name in enumerate(names):
+            colour = colours[i % len(colours)]
+            rows = [s["overall"][name] for s in sweep.values()]
+            line = " ".join(f"{x(latency)},{y(value(r))}" for latency, r in zip(latencies, rows))
+            parts.append(f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="2"/>')
+            for latency, r in zip(latencies, rows):
+                if interval:
+                    low, high = r["ci95"]
+                    parts.append(f'<line x1="{x(latency)}" y1="{y(low)}" x2="{x(latency)}" y2="{y(high)}" '
+                                 f'stroke="{colour}" opacity="0.5"/>')
+                parts.append(f'<circle cx="{x(latency)}" cy="{y(value(r))}" r="3" fill="{colour}"/>')
+
+    panel(0, "success (95% CI), pooled over tasks", 1.0, lambda r: r["success_rate"], True)
+    panel(panel_w, "mean jump at chunk switches", top_jump, lambda r: r["boundary_jump_mean"], False)
+    for i, name in enumerate(names):
+        parts.append(f'<text x="{2 * panel_w + 10}" y="{margin + 16 * i}" fill="{colours[i % len(colours)]}">'
+                     f'{name}</text>')
     parts.append("</svg>")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(parts) + "\n")

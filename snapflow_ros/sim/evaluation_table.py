@@ -5,14 +5,14 @@ sim-eval prints it to stderr, sim-demo under its run."""
 
 from __future__ import annotations
 
-HEADER = (f"{'task':<14} {'policy':<12} {'success':>8} {'95% CI':>15} {'p50 ms':>8} {'p95 ms':>8} "
+HEADER = (f"{'task':<14} {'policy':<20} {'success':>8} {'95% CI':>15} {'p50 ms':>8} {'p95 ms':>8} "
           f"{'jump':>8} {'jerk':>10}")
 
 
 def _row(task: str, policy: str, success_rate: float, ci95: tuple[float, float], latencies_ms: list[float]) -> str:
     low, high = ci95
     interval = f"[{low:.0%}, {high:.0%}]"
-    return (f"{task:<14} {policy:<12} {success_rate:>7.0%} {interval:>15} "
+    return (f"{task:<14} {policy:<20} {success_rate:>7.0%} {interval:>15} "
             + " ".join(f"{ms:>8.2f}" for ms in latencies_ms))
 
 

@@ -4,7 +4,8 @@ snapflow_ros.ros.sim_recording).
 A policy runs the way the node serves it: ServedPolicy.predict on an Observation, and the node's
 ChunkExecutor deciding when a chunk is due and which action is in force at every step. Time is
 simulated (one action step per environment step); `latency_s` is a simulated inference delay,
-during which the robot goes on executing the chunk in force, as it does on a robot.
+during which the robot goes on executing the chunk in force, as it does on a robot. In rtc
+chunking the policy is given what executes meanwhile, as the node gives it (chunk_continuation).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from snapflow_ros.policy.chunk_executor import ChunkExecutor, ExecutorConfig, Trigger
+from snapflow_ros.policy.handover import handover_jump
 from snapflow_ros.policy.observation import Observation
+from snapflow_ros.runtime.serving import chunk_continuation
 from snapflow_ros.sim.robot import MetaWorldRobot, SimObservation
 from snapflow_ros.sim.tasks import SimTask
 
@@ -33,7 +36,7 @@ class EpisodeResult:
     failure: str
     steps: int
     latencies_ms: list[float] = field(default_factory=list)
-    # |first action of a new chunk - the action it replaces| at each chunk switch (robot units)
+    # the jump at each chunk switch (snapflow_ros.policy.handover; robot units)
     boundary_jumps: list[float] = field(default_factory=list)
     mean_jerk: float = 0.0  # mean |third difference of the executed targets| / dt^3 (robot units / s^3)
 
@@ -43,6 +46,7 @@ class _Request:
     actions: np.ndarray
     observation_ns: int
     arrival_ns: int
+    committed: int  # actions of the chunk in force it was told would execute meanwhile
 
 
 def run_episode(robot: MetaWorldRobot, policy, executor: ExecutorConfig, period_steps: int, seed: int,
@@ -61,7 +65,7 @@ def run_episode(robot: MetaWorldRobot, policy, executor: ExecutorConfig, period_
     while True:
         now = step * dt_ns
         if pending is not None and now >= pending.arrival_ns:
-            _accept(chunks, pending.actions, pending.observation_ns, pending.arrival_ns, policy.policy_id, jumps)
+            _accept(chunks, pending, policy.policy_id, jumps)
             pending = None
         period_missed |= step % period_steps == 0
         trigger = Trigger.PERIOD if period_missed else Trigger.INPUTS_COMPLETE
@@ -69,12 +73,14 @@ def run_episode(robot: MetaWorldRobot, policy, executor: ExecutorConfig, period_
             period_missed = False
         if pending is None and chunks.due(now, trigger):  # one inference at a time, as on the node's worker
             started = time.perf_counter()
-            actions = policy.predict(observation(sim, robot.task, now), seed=seed * 100_003 + len(latencies))
+            continuation = chunk_continuation(chunks, policy, now)
+            actions = policy.predict(observation(sim, robot.task, now), seed=seed * 100_003 + len(latencies),
+                                     continuation=continuation)
             latencies.append((time.perf_counter() - started) * 1e3)
-            pending = _Request(actions, now, now + latency_ns)
-            if latency_ns == 0:
-                _accept(chunks, actions, now, now, policy.policy_id, jumps)
-                pending = None
+            pending = _Request(actions, now, now + latency_ns, continuation.delay if continuation else 0)
+        if pending is not None and now >= pending.arrival_ns:  # (at once without latency)
+            _accept(chunks, pending, policy.policy_id, jumps)
+            pending = None
         target = chunks.action_at(now)
         if target is None:  # no chunk yet (the first is still being computed): stay where it is
             target = sim.state
@@ -90,13 +96,13 @@ def run_episode(robot: MetaWorldRobot, policy, executor: ExecutorConfig, period_
         sim = outcome.observation
 
 
-def _accept(chunks: ChunkExecutor, actions: np.ndarray, observation_ns: int, arrival_ns: int, policy_id: str,
-            jumps: list[float]) -> None:
+def _accept(chunks: ChunkExecutor, request: _Request, policy_id: str, jumps: list[float]) -> None:
     """chunks.accept, recording the jump at the switch (none for the first chunk)."""
-    replaced = chunks.action_at(arrival_ns)
-    chunks.accept(actions, observation_ns, arrival_ns, policy_id)
-    if replaced is not None:
-        jumps.append(float(np.linalg.norm(chunks.action_at(arrival_ns) - replaced)))
+    previous = chunks.current
+    new = chunks.accept(request.actions, request.observation_ns, request.arrival_ns, policy_id,
+                        committed=request.committed)
+    if previous is not None:
+        jumps.append(handover_jump(previous, new, chunks.config.action_dt_ns))
 
 
 def mean_jerk(targets: list[np.ndarray], dt_s: float) -> float:
