@@ -18,11 +18,11 @@ BAGS=("${TASKS[@]/#/$WORK/bags/}")
 
 # 16 actions (0.8 s at 20 Hz) leave room for a committed prefix of up to 300 ms (6 steps).
 [ -d "$WORK/teacher/policy" ] || $SNAPFLOW train-teacher --bags "${BAGS[@]}" --bag-config "$WORK/bag_dataset.yaml" \
-  --output "$WORK/teacher" --chunk-size 16 --width 128 --steps 3000
+  --output "$WORK/teacher" --chunk-size 16 --steps 3000
 [ -d "$WORK/student/policy" ] || $SNAPFLOW distill "$WORK/teacher/policy" --bags "${BAGS[@]}" \
-  --bag-config "$WORK/bag_dataset.yaml" --output "$WORK/student" --steps 3000 --max-delay 8
+  --bag-config "$WORK/bag_dataset.yaml" --output "$WORK/student" --steps 2000 --max-delay 8
 
 # The chunk timer every 4 steps (200 ms); past 200 ms of latency the next chunk starts on arrival.
 $SNAPFLOW sim-eval --teacher "$WORK/teacher/policy" --student "$WORK/student/policy" --tasks "${TASKS[@]}" \
-  --episodes 30 --seed 1000 --replan-every 4 --chunking plain blend rtc --latency-ms 0 100 200 300 \
+  --episodes 20 --seed 1000 --replan-every 4 --chunking plain blend rtc --latency-ms 0 100 200 300 \
   --json "$WORK/report.json" --plot "$WORK/success_vs_latency.svg"

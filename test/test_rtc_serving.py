@@ -14,8 +14,8 @@ import torch
 from snapflow_distill.synthetic import make_dataset, task_config
 from snapflow_distill.trainer import TrainConfig, Trainer
 from snapflow_ros.errors import ConfigError
-from snapflow_ros.export.manifest import MANIFEST
 from snapflow_ros.export.graphs import ExpertGraph
+from snapflow_ros.export.manifest import MANIFEST
 from snapflow_ros.export.onnx_export import _export, export_policy
 from snapflow_ros.families.builtin import BuiltinVLA
 from snapflow_ros.families.registry import load_policy

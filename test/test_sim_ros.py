@@ -208,11 +208,15 @@ def test_main_job_end_to_end_at_toy_size(tmp_path):
                                 report["teacher"], "--student", report["student"], "--tasks", "reach",
                                 "--episodes", "1",
                                 "--extra-steps", "2", "--json", str(tmp_path / "eval.json"), "--latency-ms", "0", "200",
-                                "--plot", str(tmp_path / "eval.svg")], capture_output=True, text=True, timeout=600)
+                                "--chunking", "plain", "blend", "rtc", "--plot", str(tmp_path / "eval.svg")],
+                               capture_output=True, text=True, timeout=600)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     evaluation = json.loads((tmp_path / "eval.json").read_text())
     rows = evaluation["tasks"]["reach"]
-    assert set(rows) == {"teacher@10", "teacher@2", "teacher@1", "student@1"}
+    assert set(rows) == {"teacher@10", "teacher@10+guided-rtc", "teacher@2", "teacher@1", "student@1",
+                         "student@1+blend", "student@1+rtc"}
+    assert rows["teacher@10+guided-rtc"]["guided"] and rows["student@1+blend"]["chunking"] == "blend"
+    assert "mean jump at chunk switches" in (tmp_path / "eval.svg").read_text()  # the latency-sweep plot
     assert all(r["episodes"] == 1 and len(r["ci95"]) == 2 for r in rows.values())
     sweep = evaluation["latency_sweep"]
     assert set(sweep) == {"0", "200"} and sweep["0"]["tasks"]["reach"] == rows

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from snapflow_ros.errors import ConfigError
-from snapflow_ros.flow.sampling import Velocity
+from snapflow_ros.flow.sampling import Velocity, euler_steps
 
 SCHEDULES = ("exp", "linear", "ones", "zeros")
 
@@ -67,8 +67,6 @@ def guided_euler_integrate(velocity: Velocity, noise: torch.Tensor, steps: int, 
     """euler_integrate's loop (t = 1 -> 0, s the next time) with RTC guidance toward `previous`,
     (B, n <= H, D) normalised: per step x0 = x - t v, e = (previous - x0) W, g = e^T dx0/dx and
     v <- v - w(t) g. Runs under an outer no_grad (not inference_mode): only x gets a gradient."""
-    if steps < 1:
-        raise ConfigError(f"steps must be >= 1, got {steps}")
     batch, horizon, dim = noise.shape
     if previous.ndim != 3 or previous.shape[0] != batch or previous.shape[2] != dim or previous.shape[1] > horizon:
         raise ConfigError(f"previous must be (B={batch}, n<={horizon}, D={dim}) like noise, "
@@ -77,13 +75,8 @@ def guided_euler_integrate(velocity: Velocity, noise: torch.Tensor, steps: int, 
     w = guidance.weights(horizon, n)[:n].to(dtype=dtype, device=device)[None, :, None]
     target = previous.to(dtype=dtype, device=device)
     guide = bool((w != 0).any())
-    dt = -1.0 / steps
-    x = noise
-    for k in range(steps):
-        t = 1.0 + k * dt
-        s = max(t + dt, 0.0)
-        t_vec = torch.full((batch,), t, dtype=dtype, device=device)
-        s_vec = torch.full((batch,), s, dtype=dtype, device=device)
+    times, dt, x = euler_steps(noise, steps), -1.0 / steps, noise
+    for t, t_vec, s_vec in times:
         if not guide:  # nothing to inpaint: the plain Euler step
             x = x + dt * velocity(x, t_vec, s_vec)
             continue

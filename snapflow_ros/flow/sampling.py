@@ -33,21 +33,24 @@ def euler_integrate(velocity: Velocity, noise: torch.Tensor, steps: int,
     clean at t = s = 0 and the result starts with it exactly (a policy trained with
     --max-delay continues it).
     """
-    if steps < 1:
-        raise ConfigError(f"steps must be >= 1, got {steps}")
-    batch, dtype, device = noise.shape[0], noise.dtype, noise.device
-    dt = -1.0 / steps
-    x = noise
-    for k in range(steps):
-        t = 1.0 + k * dt
-        s = max(t + dt, 0.0)
-        # Times in the noise's dtype and device, whatever x was promoted to by a step.
-        t_vec = torch.full((batch,), t, dtype=dtype, device=device)
-        s_vec = torch.full((batch,), s, dtype=dtype, device=device)
+    times, dt, x = euler_steps(noise, steps), -1.0 / steps, noise
+    for _, t_vec, s_vec in times:
         if prefix is not None:
             x, t_vec, s_vec = prefix.apply(x), prefix.times(t_vec), prefix.times(s_vec)
         x = x + dt * velocity(x, t_vec, s_vec)
     return x if prefix is None else prefix.apply(x)
+
+
+def euler_steps(noise: torch.Tensor, steps: int) -> list[tuple[float, torch.Tensor, torch.Tensor]]:
+    """(t, t, s) of each of `steps` Euler steps (dt = -1/steps, s = t + dt): t as a float and
+    both as (B,) tensors in the noise's dtype and device, whatever x was promoted to by a step."""
+    if steps < 1:
+        raise ConfigError(f"steps must be >= 1, got {steps}")
+    batch, dtype, device = noise.shape[0], noise.dtype, noise.device
+    dt = -1.0 / steps
+    times = [1.0 + k * dt for k in range(steps)]
+    return [(t, torch.full((batch,), t, dtype=dtype, device=device),
+             torch.full((batch,), max(t + dt, 0.0), dtype=dtype, device=device)) for t in times]
 
 
 def euler_sample(policy: FlowPolicy, cache: PrefixCache, noise: torch.Tensor, steps: int,
