@@ -184,6 +184,24 @@ def test_report_pools_tasks_and_plots_every_policy(tmp_path):
     assert "teacher@10" in svg and "teacher@1" in svg
 
 
+def test_latency_sweep_pools_jumps_by_count_and_plots_success_and_jump(tmp_path):
+    from snapflow_ros.sim.evaluation import EpisodeResult, overall, summarize, write_latency_plot
+
+    def rows(jumps: list[float]) -> dict:
+        return summarize([EpisodeResult(True, "", 40, [1.0], boundary_jumps=jumps)])
+
+    sweep = {}
+    for latency, scale in (("0", 0.0), ("100", 1.0), ("200", 2.0)):
+        per_task = {"a": {"plain": rows([scale]), "rtc": rows([0.1 * scale])},
+                    "b": {"plain": rows([3 * scale] * 3), "rtc": rows([0.1 * scale] * 3)}}
+        sweep[latency] = {"tasks": per_task, "overall": overall(per_task)}
+    assert sweep["100"]["overall"]["plain"]["boundary_jump_mean"] == pytest.approx((1 + 9) / 4)  # by switch
+    write_latency_plot(sweep, tmp_path / "sweep.svg")
+    svg = (tmp_path / "sweep.svg").read_text()
+    assert svg.count("<polyline") == 4 and svg.count("<circle") == 12  # 2 panels x 2 policies x 3 latencies
+    assert "mean jump at chunk switches" in svg and ">200<" in svg
+
+
 def test_demo_cache_is_kept_for_the_same_settings_and_cleared_otherwise(tmp_path):
     from snapflow_ros.ros.sim_demo import is_cached, stamp_cache
 

@@ -217,6 +217,10 @@ def test_main_job_end_to_end_at_toy_size(tmp_path):
                          "student@1+blend", "student@1+rtc"}
     assert rows["teacher@10+guided-rtc"]["guided"] and rows["student@1+blend"]["chunking"] == "blend"
     assert "mean jump at chunk switches" in (tmp_path / "eval.svg").read_text()  # the latency-sweep plot
+    paired = {(p["a"], p["b"]): p for p in evaluation["latency_sweep"]["200"]["paired"]}
+    assert set(paired) == {("student@1+blend", "student@1"), ("student@1+rtc", "student@1"),
+                           ("teacher@10+guided-rtc", "teacher@10")}
+    assert all(p["episodes"] == 1 and 0 < p["mcnemar_p"] <= 1 for p in paired.values())
     assert all(r["episodes"] == 1 and len(r["ci95"]) == 2 for r in rows.values())
     sweep = evaluation["latency_sweep"]
     assert set(sweep) == {"0", "200"} and sweep["0"]["tasks"]["reach"] == rows

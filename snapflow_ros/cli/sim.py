@@ -19,6 +19,7 @@ def sim_eval(args: argparse.Namespace) -> dict:
         candidate_name,
         evaluate_task,
         overall,
+        paired_test,
         write_latency_plot,
         write_plot,
     )
@@ -35,6 +36,12 @@ def sim_eval(args: argparse.Namespace) -> dict:
     if args.student:
         candidates += [Candidate(candidate_name("student", 1, mode), args.student, 1, mode,
                                  blend_decay=args.blend_decay if mode == "blend" else 0.0) for mode in args.chunking]
+    # Paired on the same episodes: each student mode against the first listed (plain by default),
+    # guided RTC against the teacher's plain chunks.
+    students = [c.name for c in candidates if c.name.startswith("student@1")]
+    comparisons = [(name, students[0]) for name in students[1:]]
+    if "rtc" in args.chunking:
+        comparisons.append((candidates[1].name, candidates[0].name))
     sweep = {}
     for latency_ms in args.latency_ms:  # the robot executes the chunk in force during inference
         per_task = {}
@@ -44,9 +51,10 @@ def sim_eval(args: argparse.Namespace) -> dict:
                 args.replan_every, latency_s=latency_ms / 1e3,
                 progress=lambda line, ms=latency_ms: print(f"sim-eval [{ms:g} ms]: {line}", file=sys.stderr,
                                                            flush=True))
-        sweep[f"{latency_ms:g}"] = {"tasks": per_task, "overall": overall(per_task)}
+        sweep[f"{latency_ms:g}"] = {"tasks": per_task, "overall": overall(per_task),
+                                    "paired": [paired_test(per_task, a, b) for a, b in comparisons]}
     first = sweep[f"{args.latency_ms[0]:g}"]
-    report = {"tasks": first["tasks"], "overall": first["overall"],
+    report = {"tasks": first["tasks"], "overall": first["overall"], "paired": first["paired"],
               "settings": {"episodes_per_task": args.episodes, "seed": args.seed, "image_size": args.image_size,
                            "replan_every": args.replan_every, "latency_ms": args.latency_ms,
                            "chunking": args.chunking, "blend_decay": args.blend_decay,

@@ -19,12 +19,13 @@ from snapflow_ros.runtime.serving import load_served_policy
 from snapflow_ros.runtime.timing import percentiles
 from snapflow_ros.sim.robot import MetaWorldRobot
 from snapflow_ros.sim.rollout import EpisodeResult, run_episode
-from snapflow_ros.sim.statistics import wilson_interval
+from snapflow_ros.sim.statistics import mcnemar_exact, wilson_interval
 from snapflow_ros.sim.tasks import SimTask
 
 # The node's defaults on the simulated robot (config/sim_robot.yaml's action_dt): one action per
 # 20 Hz step, stale actions dropped, no blending; without a watermark the chunk timer decides.
 SIM_EXECUTOR = ExecutorConfig(action_dt_s=0.05)
+COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf", "#7f7f7f"]  # per policy
 
 
 @dataclass(frozen=True)
@@ -105,12 +106,21 @@ def overall(per_task: dict[str, dict]) -> dict:
     return pooled
 
 
+def paired_test(per_task: dict[str, dict], a: str, b: str) -> dict:
+    """a against b on the same episodes of every task (same layouts and seeds): the discordant
+    episodes and the exact McNemar p of their split."""
+    pairs = [(x, y) for rows in per_task.values()
+             for x, y in zip(rows[a]["episode_successes"], rows[b]["episode_successes"], strict=True)]
+    a_better, b_better = sum(x and not y for x, y in pairs), sum(y and not x for x, y in pairs)
+    return {"a": a, "b": b, "episodes": len(pairs), "a_better": a_better, "b_better": b_better,
+            "mcnemar_p": mcnemar_exact(a_better, b_better)}
+
+
 def write_plot(per_task: dict[str, dict], path: Path) -> None:
     """Success rate (with 95% CI) against p50 latency, one colour per policy, one mark per task."""
     width, height, margin, legend = 760, 420, 60, 140  # the legends stand right of the axes
     points = [(task, name, r) for task, rows in per_task.items() for name, r in rows.items()]
     max_latency = max(r["latency_ms"]["p50"] for _, _, r in points) * 1.15
-    colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
     names = list(dict.fromkeys(name for _, name, _ in points))
     tasks = list(per_task)
 
@@ -134,7 +144,7 @@ def write_plot(per_task: dict[str, dict], path: Path) -> None:
         parts.append(f'<text x="{x(latency)}" y="{y(0) + 18}" text-anchor="middle">{latency:.1f}</text>')
     markers = ["circle", "rect", "diamond"]
     for task, name, r in points:
-        colour = colours[names.index(name) % len(colours)]
+        colour = COLOURS[names.index(name) % len(COLOURS)]
         px, (low, high) = x(r["latency_ms"]["p50"]), r["ci95"]
         parts.append(f'<line x1="{px}" y1="{y(low)}" x2="{px}" y2="{y(high)}" stroke="{colour}"/>')
         py, shape = y(r["success_rate"]), markers[tasks.index(task) % len(markers)]
@@ -144,15 +154,21 @@ def write_plot(per_task: dict[str, dict], path: Path) -> None:
             parts.append(f'<rect x="{px - 5}" y="{py - 5}" width="10" height="10" fill="{colour}"/>')
         else:
             parts.append(f'<polygon points="{px},{py - 6} {px + 6},{py} {px},{py + 6} {px - 6},{py}" fill="{colour}"/>')
-    for i, name in enumerate(names):
-        parts.append(f'<text x="{width - legend}" y="{margin + 16 * i}" fill="{colours[i % len(colours)]}">'
-                     f'{name}</text>')
+    parts += _legend(names, width - legend, margin)
     for i, task in enumerate(tasks):
         parts.append(f'<text x="{width - legend}" y="{margin + 16 * (len(names) + 1 + i)}">'
                      f'{["●", "■", "◆"][i % 3]} {task}</text>')
-    parts.append("</svg>")
+    _write_svg(parts, path)
+
+
+def _legend(names: list[str], x: float, y: float) -> list[str]:
+    return [f'<text x="{x}" y="{y + 16 * i}" fill="{COLOURS[i % len(COLOURS)]}">{name}</text>'
+            for i, name in enumerate(names)]
+
+
+def _write_svg(parts: list[str], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(parts) + "\n")
+    path.write_text("\n".join([*parts, "</svg>"]) + "\n")
 
 
 def write_latency_plot(sweep: dict[str, dict], path: Path) -> None:
@@ -160,7 +176,6 @@ def write_latency_plot(sweep: dict[str, dict], path: Path) -> None:
     over tasks: success rate with its 95% CI, and the mean jump at chunk switches."""
     latencies = [float(key) for key in sweep]
     names = list(next(iter(sweep.values()))["overall"])
-    colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf", "#7f7f7f"]
     panel_w, height, margin, legend = 330, 380, 55, 170
     top_jump = max(r["boundary_jump_mean"] for s in sweep.values() for r in s["overall"].values()) * 1.1 or 1.0
     span = max(latencies) - min(latencies) or 1.0
@@ -185,7 +200,7 @@ def write_latency_plot(sweep: dict[str, dict], path: Path) -> None:
         parts.extend(f'<text x="{x(latency)}" y="{y(0) + 16}" text-anchor="middle">{latency:g}</text>'
                      for latency in latencies)
         for i, name in enumerate(names):
-            colour = colours[i % len(colours)]
+            colour = COLOURS[i % len(COLOURS)]
             rows = [s["overall"][name] for s in sweep.values()]
             line = " ".join(f"{x(latency)},{y(value(r))}" for latency, r in zip(latencies, rows))
             parts.append(f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="2"/>')
@@ -198,9 +213,4 @@ def write_latency_plot(sweep: dict[str, dict], path: Path) -> None:
 
     panel(0, "success (95% CI), pooled over tasks", 1.0, lambda r: r["success_rate"], True)
     panel(panel_w, "mean jump at chunk switches", top_jump, lambda r: r["boundary_jump_mean"], False)
-    for i, name in enumerate(names):
-        parts.append(f'<text x="{2 * panel_w + 10}" y="{margin + 16 * i}" fill="{colours[i % len(colours)]}">'
-                     f'{name}</text>')
-    parts.append("</svg>")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(parts) + "\n")
+    _write_svg(parts + _legend(names, 2 * panel_w + 10, margin), path)
