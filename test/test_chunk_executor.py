@@ -115,8 +115,6 @@ def test_the_predicted_delay_uses_the_last_window_of_chunks_and_survives_reset()
     assert executor.predicted_delay_steps(20) == 1  # the 400 ms chunks left the window
     executor.reset()  # a new episode: the machine is as slow as before
     assert executor.current is None and executor.predicted_delay_steps(20) == 1
-    executor.reset_latency()
-    assert executor.predicted_delay_steps(20) == 0
 
 
 def test_upcoming_actions_run_from_the_one_in_force_to_the_end():

@@ -166,8 +166,11 @@ def test_bench_reports_both_backends_and_ratios(builtin_student, tmp_path):
     report = json.loads((tmp_path / "bench.json").read_text())
     assert {"torch/teacher@10/decomposed", "torch/student@1/decomposed", "onnxruntime/teacher@10/decomposed",
             "onnxruntime/student@1/decomposed", "onnxruntime/student@1/monolithic",
-            "onnxruntime/teacher@10/monolithic"} <= set(report["latency_ms"])
+            "onnxruntime/teacher@10/monolithic", "torch/student@1/rtc", "onnxruntime/student@1/rtc"
+            } <= set(report["latency_ms"])
     p50 = {name: timing["p50"] for name, timing in report["latency_ms"].items()}
     for backend in ("torch", "onnxruntime"):  # the ratios are the report's own timings, side by side
         assert report["ratios_p50"][f"{backend}: teacher@10 / student@1"] == pytest.approx(
             p50[f"{backend}/teacher@10/decomposed"] / p50[f"{backend}/student@1/decomposed"])
+        assert report["ratios_p50"][f"{backend}: student@1 rtc / plain"] == pytest.approx(
+            p50[f"{backend}/student@1/rtc"] / p50[f"{backend}/student@1/decomposed"])

@@ -76,7 +76,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("bench", help="latency per backend: teacher@N vs student@1, decomposed vs monolithic",
                             description="Export teacher and student (reused when unchanged), then time end-to-end "
                             "sampling at batch 1 with torch and onnxruntime, teacher at N steps and student at 1, "
-                            "decomposed and monolithic graphs, interleaved in one run. Writes p50/p95/p99 and ratios.")
+                            "decomposed and monolithic graphs, and the student with a committed prefix (rtc chunking), "
+                            "interleaved in one run. Writes p50/p95/p99 and ratios.")
     p.add_argument("--teacher", type=Path, required=True, help="teacher checkpoint directory")
     p.add_argument("--student", type=Path, required=True, help="student checkpoint directory")
     p.add_argument("--teacher-steps", type=int, default=10, help="teacher denoising steps (default: 10)")

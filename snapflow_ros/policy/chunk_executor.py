@@ -117,10 +117,6 @@ class ChunkExecutor:
         first rtc chunk of an episode should already be told the delay it will have."""
         self._current = None
 
-    def reset_latency(self) -> None:
-        """Forget the latency history (e.g. after the policy or the machine changed)."""
-        self._latencies_ns.clear()
-
     def executed_share(self, now_ns: int) -> float:
         """Share of the chunk in force whose time has passed (1.0 when none is)."""
         chunk = self._current
