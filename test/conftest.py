@@ -67,6 +67,13 @@ def ros() -> Iterator[RosHarness]:
         harness.close()
 
 
+@pytest.fixture(scope="session")
+def tmp_root(tmp_path_factory) -> str:
+    """The session's temporary directory, above every tmp_path: the allowed_roots of nodes whose
+    checkpoints, bags and outputs all lie in temporary directories."""
+    return str(tmp_path_factory.getbasetemp())
+
+
 def save_small_student(directory: Path, seed: int = 0, **config) -> Path:
     """A small built-in policy saved as a checkpoint, its phi non-zero as after distillation.
 

@@ -28,7 +28,7 @@ def _job(recorded: dict, output: Path, **fields):
 class PolicyRig:
     """policy_node serving the teacher, fed by a fake camera and joint states; records chunks."""
 
-    def __init__(self, ros, teacher: str, **params) -> None:
+    def __init__(self, ros, teacher: str, allowed_roots: list[str], **params) -> None:
         from rclpy.node import Node
         from rclpy.parameter import Parameter
         from snapflow_interfaces.msg import ActionChunk
@@ -38,7 +38,7 @@ class PolicyRig:
         from snapflow_ros.ros.qos import COMMAND_QOS
 
         values = {"checkpoint": teacher, "joint_names": list(JOINTS), "cameras": ["front"], "instruction": INSTRUCTION,
-                  "chunk_rate_hz": 10.0, "drop_stale_actions": False, **params}
+                  "chunk_rate_hz": 10.0, "drop_stale_actions": False, "allowed_roots": allowed_roots, **params}
         self.node = ros.node(PolicyNode, parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
         ros.node(FakeJointStatePublisher, list(JOINTS))
         ros.node(FakeCameraPublisher, "camera/front/image_raw")
@@ -64,11 +64,11 @@ def _call(ros, node, service_type, name: str, request, timeout_s: float = 10.0):
 
 
 @pytest.mark.slow
-def test_service_job_to_student_to_hot_swap(ros, recorded, tmp_path):
+def test_service_job_to_student_to_hot_swap(ros, recorded, tmp_path, tmp_root):
     from snapflow_interfaces.msg import DistillationStatus
     from snapflow_interfaces.srv import GetDistillationStatus, StartDistillation
 
-    rig = PolicyRig(ros, recorded["teacher"])
+    rig = PolicyRig(ros, recorded["teacher"], [tmp_root])
     rig.follow_status("/policy_node/distillation_status")
     teacher_id = checkpoint_id(Path(recorded["teacher"]))
     assert ros.spin_until(lambda: len(rig.chunks) >= 2, 15.0)
@@ -102,11 +102,11 @@ def test_service_job_to_student_to_hot_swap(ros, recorded, tmp_path):
     assert status.found and status.status.state == DistillationStatus.SUCCEEDED
 
 
-def test_bad_bags_fail_the_job_with_bag_and_topic_named(ros, recorded, tmp_path):
+def test_bad_bags_fail_the_job_with_bag_and_topic_named(ros, recorded, tmp_path, tmp_root):
     from snapflow_interfaces.msg import DistillationStatus
     from snapflow_interfaces.srv import GetDistillationStatus, StartDistillation
 
-    rig = PolicyRig(ros, recorded["teacher"])
+    rig = PolicyRig(ros, recorded["teacher"], [tmp_root])
     config = tmp_path / "elbow.yaml"
     recorded["spec"].dataset_config(joint_names=("hand_x", "elbow")).write_yaml(config)
     request = StartDistillation.Request(job=_job(recorded, tmp_path / "a", dataset_config=str(config)))
@@ -131,7 +131,7 @@ def test_bad_bags_fail_the_job_with_bag_and_topic_named(ros, recorded, tmp_path)
 
 
 @pytest.mark.slow
-def test_standalone_server_action_feedback_cancel_and_remote_swap(ros, recorded, tmp_path):
+def test_standalone_server_action_feedback_cancel_and_remote_swap(ros, recorded, tmp_path, tmp_root):
     from action_msgs.msg import GoalStatus
     from rclpy.action import ActionClient
     from rclpy.parameter import Parameter
@@ -139,8 +139,9 @@ def test_standalone_server_action_feedback_cancel_and_remote_swap(ros, recorded,
 
     from snapflow_ros.ros.distillation_server import DistillationServer
 
-    rig = PolicyRig(ros, recorded["teacher"], distillation=False)
-    ros.node(DistillationServer, parameter_overrides=[Parameter("policy_node", value="/policy_node")])
+    rig = PolicyRig(ros, recorded["teacher"], [tmp_root], distillation=False)
+    ros.node(DistillationServer, parameter_overrides=[Parameter("policy_node", value="/policy_node"),
+                                                      Parameter("allowed_roots", value=[tmp_root])])
     client = ActionClient(rig.probe, Distill, "/distillation_server/distill")
     assert client.wait_for_server(timeout_sec=10.0)
 

@@ -44,7 +44,9 @@ class Rig:
 
         values = {"checkpoint": str(checkpoint), "joint_names": JOINTS, "cameras": ["front", "wrist"],
                   "camera_formats": ["raw", "compressed"], "instruction": "stack the blocks",
-                  "chunk_rate_hz": RATE_HZ, "action_dt": 0.05, "drop_stale_actions": False, **params}
+                  "chunk_rate_hz": RATE_HZ, "action_dt": 0.05, "drop_stale_actions": False,
+                  # pytest's temporary root, above the students and every test's tmp_path
+                  "allowed_roots": [str(Path(checkpoint).resolve().parents[1])], **params}
         self.ros = ros
         self.node = ros.node(PolicyNode, parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
         self.joints = ros.node(FakeJointStatePublisher, JOINTS)

@@ -25,6 +25,7 @@ from snapflow_interfaces.msg import DistillationJob, DistillationStatus
 from snapflow_interfaces.srv import CancelDistillation, GetDistillationStatus, StartDistillation
 
 from snapflow_distill.jobs import JobProcess, JobQueue, JobSpec, JobState, JobStatus
+from snapflow_ros.allowed_roots import AllowedRoots
 from snapflow_ros.bags.config import BagDatasetConfig
 from snapflow_ros.errors import ConfigError, SnapflowError
 
@@ -59,11 +60,14 @@ class DistillationService:
     default_dataset: the bag dataset config for jobs that name none (None: they must name one).
     swap: called with (job id, student path) when a job that asked for it succeeds; returns what
     happened (a later outcome can be added with note()).
+    allowed_roots: where a job's bags, teacher, dataset config and output directory must lie.
     """
 
     def __init__(self, node: Node, default_dataset: Callable[[], BagDatasetConfig | None],
-                 swap: Callable[[str, str], str] | None, niceness: int = 10, threads: int = 0) -> None:
+                 swap: Callable[[str, str], str] | None, allowed_roots: AllowedRoots,
+                 niceness: int = 10, threads: int = 0) -> None:
         self.node = node
+        self.allowed_roots = allowed_roots
         self.default_dataset = default_dataset
         self.swap = swap
         self.notes: dict[str, str] = {}      # job id -> what happened after it finished (swap)
@@ -83,7 +87,7 @@ class DistillationService:
     # --- jobs -------------------------------------------------------------------------------
     def submit(self, job: DistillationJob) -> JobProcess:
         """Checks and queues a job; SnapflowError says why it cannot run."""
-        spec = spec_from_msg(job)
+        spec = self._within_roots(spec_from_msg(job))
         if spec.swap_when_done and self.swap is None:
             raise ConfigError("swap_when_done: this server has no policy node to swap "
                               "(set its 'policy_node' parameter)")
@@ -96,6 +100,17 @@ class DistillationService:
             Path(spec.output_dir).mkdir(parents=True, exist_ok=True)
             dataset.write_yaml(Path(spec.dataset_config))
         return self.queue.submit(spec)
+
+    def _within_roots(self, spec: JobSpec) -> JobSpec:
+        """The spec with every path resolved, each inside the allowed roots (empty ones are left to
+        spec.check, which names them)."""
+        def check(path: str, field: str) -> str:
+            return str(self.allowed_roots.check(path, field)) if path else path
+
+        return replace(spec, bags=tuple(check(b, "bag_paths") for b in spec.bags),
+                       teacher=check(spec.teacher, "teacher_checkpoint"),
+                       output_dir=check(spec.output_dir, "output_dir"),
+                       dataset_config=check(spec.dataset_config, "dataset_config"))
 
     def _changed(self, status: JobStatus) -> None:
         job = self.queue.jobs.get(status.job_id)

@@ -11,9 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from rcl_interfaces.srv import SetParameters
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
+from snapflow_ros.allowed_roots import AllowedRoots
 from snapflow_ros.bags.config import BagDatasetConfig
 from snapflow_ros.ros.distillation import DistillationService
 from snapflow_ros.ros.parameters import ParameterSpec, declare_parameters
@@ -29,6 +31,12 @@ DISTILLATION_SERVER_PARAMETERS: tuple[ParameterSpec, ...] = (
         "dataset_config", Parameter.Type.STRING, "",
         "Bag dataset YAML used by jobs that name none (see config/bag_dataset.yaml); empty: jobs must name one.",
     ),
+    ParameterSpec(
+        "allowed_roots", Parameter.Type.STRING_ARRAY, [],
+        "Directories jobs may read bags, teachers and dataset configs from and write outputs into "
+        "(symlinks followed); a job naming a path outside them is refused with the reason. Empty: "
+        "every job is refused.", read_only=True,
+    ),
     ParameterSpec("job_niceness", Parameter.Type.INTEGER, 10,
                   "CPU niceness of job processes.", range=(0, 19), read_only=True),
     ParameterSpec("job_threads", Parameter.Type.INTEGER, 0,
@@ -40,10 +48,16 @@ class DistillationServer(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("distillation_server", **kwargs)
         declare_parameters(self, DISTILLATION_SERVER_PARAMETERS)
-        self.service = DistillationService(self, self._default_dataset, self._swap,
+        self.service = DistillationService(self, self._default_dataset, self._swap, self._allowed_roots(),
                                            self.get_parameter("job_niceness").value,
                                            self.get_parameter("job_threads").value)
         self.get_logger().info("ready: ~/start_distillation, ~/distill")
+
+    def _allowed_roots(self) -> AllowedRoots:
+        try:
+            return AllowedRoots.of(self.get_parameter("allowed_roots").value)
+        except ParameterUninitializedException:  # declared empty
+            return AllowedRoots(())
 
     def _default_dataset(self) -> BagDatasetConfig | None:
         path = self.get_parameter("dataset_config").value

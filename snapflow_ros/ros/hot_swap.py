@@ -13,7 +13,10 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
+from snapflow_ros.allowed_roots import AllowedRoots
 from snapflow_ros.errors import ConfigError, SnapflowError
+from snapflow_ros.export.manifest import Manifest
+from snapflow_ros.files import CONFIG, read_config
 from snapflow_ros.policy import HoldPositionPolicy
 from snapflow_ros.ros.parameters import PolicyNodeConfig
 from snapflow_ros.runtime.serving import PolicySlot, check_policy_source, load_served_policy
@@ -29,16 +32,30 @@ def load_for_node(config: PolicyNodeConfig, checkpoint: str, backend: str, steps
     if policy.action_dim != len(config.joint_names):
         raise ConfigError(f"{checkpoint}: policy has {policy.action_dim} action dims, joint_names "
                           f"lists {len(config.joint_names)}")
+    trained = recorded_joint_names(Path(checkpoint), backend)
+    if trained and trained != tuple(config.joint_names):  # same count, other joints or another order
+        raise ConfigError(f"{checkpoint}: policy was trained for joints {list(trained)}, this node's "
+                          f"joint_names are {list(config.joint_names)}")
     missing = [cam for cam in policy.cameras if cam not in config.cameras]
     if missing:
         raise ConfigError(f"{checkpoint}: policy needs cameras {missing}, not in 'cameras' {list(config.cameras)}")
     return policy
 
 
+def recorded_joint_names(source: Path, backend: str) -> tuple[str, ...]:
+    """The joint names a checkpoint (an export: its processor) records for its action dims, in
+    order; () where it records none (then only their number is checked)."""
+    directory = source / Manifest.read(source).processor if backend == "onnxruntime" else source
+    if not (directory / CONFIG).is_file():
+        return ()
+    return tuple(read_config(directory).get("joint_names") or ())
+
+
 class HotSwap:
     def __init__(self, node: Node, slot: PolicySlot, load: Callable[[str, str, int], object],
-                 counters: dict[str, int]) -> None:
+                 counters: dict[str, int], allowed_roots: AllowedRoots) -> None:
         self.node, self.slot, self.load, self.counters = node, slot, load, counters
+        self.allowed_roots = allowed_roots
         self.serving_source: dict = {}
         self.last_error = ""
         self._reverting = False
@@ -55,7 +72,9 @@ class HotSwap:
             return self.failed("a policy is still loading; set the parameter again once it is swapped in or refused")
         target = {name: changes.get(name, current[name]) for name in RELOAD_PARAMETERS}
         try:
-            check_policy_source(target["checkpoint"], target["backend"])
+            if target["checkpoint"]:  # loaded from where it resolved to when checked
+                target["resolved"] = str(self.allowed_roots.check(target["checkpoint"], "checkpoint"))
+            check_policy_source(target.get("resolved", ""), target["backend"])
         except SnapflowError as error:
             return self.failed(str(error))
         self._pending = target
@@ -73,7 +92,7 @@ class HotSwap:
         serving, generation = self.slot.policy, self.generation
         try:
             try:
-                policy = self.load(target["checkpoint"], target["backend"], target["denoising_steps"])
+                policy = self.load(target.get("resolved", ""), target["backend"], target["denoising_steps"])
             except Exception as error:  # noqa: BLE001 - whatever failed, the old policy keeps serving
                 self.failed(str(error) if isinstance(error, (SnapflowError, OSError))
                             else f"{type(error).__name__}: {error}")
@@ -88,7 +107,7 @@ class HotSwap:
             if generation != self.generation:  # cleaned up meanwhile: nothing may serve now
                 return
             self.slot.swap(policy)  # between chunks: the worker takes one reference per chunk
-            self.serving_source = dict(target)
+            self.serving_source = {name: target[name] for name in RELOAD_PARAMETERS}
             self.counters["swaps"] += 1
             self.node.get_logger().info(f"swapped {serving.policy_id} -> {policy.policy_id}")
         finally:

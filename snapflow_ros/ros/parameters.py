@@ -6,12 +6,14 @@ config/policy_node.yaml documents the same parameters for users; a test checks b
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
+from snapflow_ros.allowed_roots import AllowedRoots
 from snapflow_ros.errors import ConfigError
 from snapflow_ros.policy.chunk_executor import CHUNKING_MODES, ExecutorConfig
 
@@ -138,6 +140,12 @@ POLICY_NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
         range=(1, 1000),
     ),
     ParameterSpec(
+        "allowed_roots", Parameter.Type.STRING_ARRAY, [],
+        "Directories the node may read checkpoints and bags from and write distillation outputs into "
+        "(symlinks followed); the directory holding the checkpoint configured at start is always "
+        "allowed. A swap or job naming a path outside them is refused with the reason.", read_only=True,
+    ),
+    ParameterSpec(
         "distillation", Parameter.Type.BOOL, True,
         "Offer SnapFlow distillation from bags on this node (~/start_distillation, ~/distill, ...); "
         "jobs run in their own process.", read_only=True,
@@ -178,6 +186,7 @@ class PolicyNodeConfig:
     blend_decay: float
     chunking: str
     latency_window: int
+    allowed_roots: tuple[str, ...]
     distillation: bool
     distillation_niceness: int
     distillation_threads: int
@@ -193,6 +202,17 @@ def declare_parameters(node: Node, specs: tuple[ParameterSpec, ...]) -> None:
         # rclpy would type an empty list as BYTE_ARRAY: declare those by type, unset.
         unset = spec.default is None or spec.default == []
         node.declare_parameter(spec.name, spec.type if unset else spec.default, spec.descriptor())
+
+
+def startup_allowed_roots(node: Node) -> AllowedRoots:
+    """The node's allowed roots: its 'allowed_roots' and the directory of the checkpoint it was
+    started with (both read once, at start: later requests cannot widen them)."""
+    try:
+        roots = list(node.get_parameter("allowed_roots").value)
+    except ParameterUninitializedException:
+        roots = []
+    checkpoint = node.get_parameter("checkpoint").value
+    return AllowedRoots.of([*roots, str(Path(checkpoint).expanduser().resolve().parent) if checkpoint else ""])
 
 
 def read_policy_node_config(node: Node) -> PolicyNodeConfig:
@@ -226,7 +246,8 @@ def read_policy_node_config(node: Node) -> PolicyNodeConfig:
     if not topics:
         topics = tuple(f"camera/{c}/{'compressed' if f == 'compressed' else 'image_raw'}"
                        for c, f in zip(cameras, formats))
-    values |= {"cameras": cameras, "camera_topics": topics, "camera_formats": formats}
+    values |= {"cameras": cameras, "camera_topics": topics, "camera_formats": formats,
+               "allowed_roots": tuple(values["allowed_roots"])}
     if values["chunking"] not in CHUNKING_MODES:
         raise ConfigError(f"parameter 'chunking' must be one of {list(CHUNKING_MODES)}, got {values['chunking']!r}")
     config = PolicyNodeConfig(**values)

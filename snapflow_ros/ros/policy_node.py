@@ -43,6 +43,7 @@ from snapflow_ros.ros.parameters import (
     PolicyNodeConfig,
     declare_parameters,
     read_policy_node_config,
+    startup_allowed_roots,
 )
 from snapflow_ros.ros.policy_inputs import PolicyInputs
 from snapflow_ros.ros.qos import COMMAND_QOS, OVERRIDABLE
@@ -57,12 +58,13 @@ class PolicyNode(LifecycleNode):
     def __init__(self, **kwargs) -> None:
         super().__init__("policy_node", **kwargs)
         declare_parameters(self, POLICY_NODE_PARAMETERS)
+        self.allowed_roots = startup_allowed_roots(self)
         self.config: PolicyNodeConfig | None = None  # set while configured
         self.configure_error = ""
         self.counters = {"chunks_published": 0, "frames_received": 0, "frames_rejected": 0,
                          "swaps": 0, "swap_failures": 0}
         self.slot = PolicySlot()
-        self.swap = HotSwap(self, self.slot, self._load, self.counters)
+        self.swap = HotSwap(self, self.slot, self._load, self.counters, self.allowed_roots)
         self.active = self.held = False
         self.hold_reason = "not active"
         # Recent inference latencies, and the node's own time per chunk: from the arrival of the
@@ -83,6 +85,7 @@ class PolicyNode(LifecycleNode):
             self.distillation = DistillationService(
                 self, self.recorded_dataset_config,
                 lambda job, student: self.swap.to_student(student, self.get_parameter("backend").value),
+                self.allowed_roots,
                 self.get_parameter("distillation_niceness").value, self.get_parameter("distillation_threads").value)
         if self.get_parameter("autostart").value and self.trigger_configure() == SUCCESS:
             self.trigger_activate()
@@ -107,7 +110,8 @@ class PolicyNode(LifecycleNode):
 
     def _configure(self) -> None:
         c = read_policy_node_config(self)
-        policy = load_for_node(c, c.checkpoint, c.backend, c.denoising_steps)
+        checkpoint = str(self.allowed_roots.check(c.checkpoint, "checkpoint")) if c.checkpoint else ""
+        policy = load_for_node(c, checkpoint, c.backend, c.denoising_steps)
         self.slot.swap(policy)
         self.swap.serving_source = {name: getattr(c, name) for name in RELOAD_PARAMETERS}
         self.chunks = ChunkExecutor(c.executor_config())
@@ -170,9 +174,14 @@ class PolicyNode(LifecycleNode):
         return load_for_node(config, checkpoint, backend, steps)
 
     def parameters_callback(self, parameters) -> SetParametersResult:
-        if self.config is None:  # unconfigured: the values are read at configure
-            return SetParametersResult(successful=True)
         changes = {p.name: p.value for p in parameters}
+        if self.config is None:  # unconfigured: the values are read at configure, the path checked now
+            try:
+                if changes.get("checkpoint"):
+                    self.allowed_roots.check(changes["checkpoint"], "checkpoint")
+            except SnapflowError as error:
+                return SetParametersResult(successful=False, reason=str(error))
+            return SetParametersResult(successful=True)
         candidate = replace(self.config, **{k: v for k, v in changes.items() if hasattr(self.config, k)})
         try:  # an inconsistent chunk setup (e.g. chunking blend without blend_decay) is refused whole
             executor = candidate.executor_config()

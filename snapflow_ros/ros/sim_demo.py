@@ -166,7 +166,9 @@ class RosSession:
             # executed, i.e. the whole chunk, as sim-eval's chunk period = chunk size. The timer is a
             # fallback only: at 20 Hz it would often fire first and take the previous tick's frame.
             "chunk_rate_hz": 2.0, "watermark": 0.9, "action_dt": 1.0 / config.rate_hz, "max_input_age": 0.5,
-            "distillation_threads": 1}}}))
+            "distillation_threads": 1,
+            # Bags, teacher and the distillation job's output all lie in the demo's workdir.
+            "allowed_roots": [str(config.workdir)]}}}))
         log(f"ROS: policy_node serving the teacher (ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']}, localhost)")
         self.node_process = subprocess.Popen(python_module("snapflow_ros.ros.policy_node", "--ros-args",
                                                            "--params-file", str(params)),
