@@ -48,6 +48,22 @@ def _bench_node(args: argparse.Namespace) -> int:
     return 0
 
 
+def _soak(args: argparse.Namespace) -> int:
+    from snapflow_ros.cli.options import write_json
+    from snapflow_ros.ros.soak import SoakConfig, run_soak
+    from snapflow_ros.runtime.soak_report import write_soak_plot
+
+    report = run_soak(SoakConfig(workdir=args.workdir, minutes=args.minutes, swap_every_s=args.swap_every,
+                                 job_every_s=args.job_every, job_steps=args.job_steps,
+                                 hold_every_s=args.hold_every, hold_for_s=args.hold_for,
+                                 warmup_minutes=args.warmup_minutes))
+    write_json(report, args.workdir / "report.json")
+    write_soak_plot(report, args.workdir / "report.svg")
+    failed = [name for name, ok in report["checks"].items() if ok is False]
+    print(f"soak: {'FAILED ' + ', '.join(failed) if failed else 'passed'}", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def _bench_node_policy(args: argparse.Namespace) -> Path:
     """A built-in VLA shaped for the benchmark (its cameras and joints), one-step like a student;
     latency does not depend on what the weights learned."""
@@ -121,6 +137,27 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", type=Path, default=Path("runs/bench-node/report.json"),
                        help="report file (default: runs/bench-node/report.json)")
     bench.set_defaults(run=_bench_node)
+
+    soak = commands.add_parser(
+        "soak", help="the node left running with swaps, jobs and holds: missed chunks, latency, memory, fds",
+        description="Run policy_node (its own process, isolated localhost domain) serving a built-in one-step "
+        "student, with three cameras at 30 Hz and joint states at 100 Hz, a hot swap every --swap-every s "
+        "alternating two students, a distillation job from bags every --job-every s and the hold service "
+        "toggled; report chunks expected vs published outside holds, the longest gap, latency p50/p99 per "
+        "minute, the node's RSS and open file descriptors per minute with their slopes, every swap and job, "
+        "and any error, as JSON plus an SVG plot. Exit code 1 when a check fails.")
+    soak.add_argument("--minutes", type=float, default=60.0, help="measured duration (default: 60)")
+    soak.add_argument("--workdir", type=Path, default=Path("runs/soak"),
+                      help="students, bags, job outputs, node log, report.json and report.svg (default: runs/soak)")
+    soak.add_argument("--swap-every", type=float, default=30.0, help="seconds between hot swaps (default: 30)")
+    soak.add_argument("--job-every", type=float, default=300.0,
+                      help="seconds between distillation jobs, the first at 20 s (default: 300)")
+    soak.add_argument("--job-steps", type=int, default=200, help="training steps per job (default: 200)")
+    soak.add_argument("--hold-every", type=float, default=60.0, help="seconds between holds (default: 60)")
+    soak.add_argument("--hold-for", type=float, default=3.0, help="seconds each hold lasts (default: 3)")
+    soak.add_argument("--warmup-minutes", type=float, default=5.0,
+                      help="minutes before the RSS and fd slopes count (at most half the run; default: 5)")
+    soak.set_defaults(run=_soak)
 
     from snapflow_ros.cli import ablation, bags, deploy, lerobot, sim, training
 
