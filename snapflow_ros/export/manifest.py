@@ -10,6 +10,7 @@ from snapflow_ros.errors import CheckpointError
 
 MANIFEST = "manifest.json"
 FORMAT = "snapflow-onnx/1"
+SERVED_GRAPHS = ("prefix", "expert")  # what the runtime backend loads; monolithic_<N> are optional
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,21 @@ class Manifest:
     torch_version: str = ""
     external_data: list[str] = field(default_factory=list)  # roles whose weights are in <file>.data
     notes: list[str] = field(default_factory=list)
+
+    def check_files(self, directory: Path) -> None:
+        """What serving loads is all there: the prefix and expert graphs (their external data too)
+        and the processor; CheckpointError names what is missing."""
+        directory = Path(directory)
+        unnamed = [role for role in SERVED_GRAPHS if role not in self.graphs]
+        if unnamed:
+            raise CheckpointError(f"{directory / MANIFEST}: names no {' or '.join(unnamed)} graph")
+        needed = [self.graphs[role] for role in SERVED_GRAPHS]
+        needed += [f"{self.graphs[role]}.data" for role in SERVED_GRAPHS if role in self.external_data]
+        missing = [name for name in needed if not (directory / name).is_file()]
+        missing += [self.processor] if not (directory / self.processor).is_dir() else []
+        if missing:
+            raise CheckpointError(f"{directory}: incomplete export, {', '.join(missing)} missing "
+                                  f"(listed in {MANIFEST})")
 
     def write(self, directory: Path) -> None:
         (Path(directory) / MANIFEST).write_text(json.dumps(asdict(self), indent=2) + "\n")

@@ -102,7 +102,7 @@ def check_policy_source(source: str, backend: str) -> None:
     if not source:
         return  # the built-in hold-position policy
     if backend == "onnxruntime":
-        Manifest.read(Path(source))
+        Manifest.read(Path(source)).check_files(Path(source))
     else:
         read_config(Path(source))
 
@@ -126,7 +126,14 @@ def load_served_policy(source: Path, backend: str = "torch", device: str = "cpu"
             raise CheckpointError(f"{source}: the onnxruntime backend needs an export directory "
                                   f"(snapflow export), {MANIFEST} missing")
         manifest = Manifest.read(source)
-        served_backend: Backend = OnnxRuntimeBackend(source)
+        manifest.check_files(source)  # a missing graph named as such, not as onnxruntime's NO_SUCHFILE
+        try:
+            served_backend: Backend = OnnxRuntimeBackend(source)
+        except SnapflowError:
+            raise
+        except Exception as error:  # a corrupt graph: onnxruntime's own error names the file
+            raise CheckpointError(f"{source}: onnxruntime could not load the export "
+                                  f"({type(error).__name__}: {error})") from None
         policy_id = f"{source.name}@{manifest.source_checkpoint_id.split('@')[-1]}"
         steps_by_default, action_dim, max_delay = manifest.steps, manifest.action_dim, manifest.max_delay
         processor = served_backend.processor
