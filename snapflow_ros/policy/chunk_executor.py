@@ -11,6 +11,13 @@ Chunking modes (ExecutorConfig.chunking):
   rtc    real-time chunking: it was generated conditioned on the actions the chunk in force
          executes during inference (upcoming_actions, predicted_delay_steps), so it starts by
          continuing them and takes over where execution is on arrival.
+
+Clock jumps: a time more than one action step before the arrival of the chunk in force can only
+mean the clock went back (a simulation reset, a stepped system clock; less than a step delays the
+next chunk by less than a step). That chunk is then forgotten (check_clock), as after
+reset(): otherwise the share of it "executed" stays negative until the clock is back where it was,
+and a watermark would block chunks for as long as the jump. The next chunk starts afresh, one
+chunk, no burst. A jump forward needs nothing: the chunk in force has run out, one chunk is due.
 """
 
 from __future__ import annotations
@@ -117,6 +124,16 @@ class ChunkExecutor:
         first rtc chunk of an episode should already be told the delay it will have."""
         self._current = None
 
+    def check_clock(self, now_ns: int) -> int:
+        """Forgets the chunk in force when now_ns lies more than one action step before its arrival
+        (the clock went back); returns how far back it went (ns), 0 when it did not. due() and
+        accept() call it."""
+        chunk = self._current
+        if chunk is None or now_ns >= chunk.arrival_ns - self.config.action_dt_ns:
+            return 0
+        self._current = None
+        return chunk.arrival_ns - now_ns
+
     def executed_share(self, now_ns: int) -> float:
         """Share of the chunk in force whose time has passed (1.0 when none is)."""
         chunk = self._current
@@ -127,6 +144,7 @@ class ChunkExecutor:
     def due(self, now_ns: int, trigger: Trigger) -> bool:
         """Whether to compute a chunk now. Without a watermark, on the period; with one, as soon as
         that share of the chunk in force has executed, on whichever trigger comes first."""
+        self.check_clock(now_ns)
         if self.config.watermark == 0:
             return trigger is Trigger.PERIOD
         return self._current is None or self.executed_share(now_ns) >= self.config.watermark
@@ -139,6 +157,7 @@ class ChunkExecutor:
         in force. committed: in rtc mode, the delay d (control steps) it was generated with, i.e.
         its first d actions continue the chunk in force."""
         c = self.config
+        self.check_clock(now_ns)  # a chunk in force from before a jump back is not continued or blended
         self._record_latency(now_ns - observation_ns)
         start_ns, stale = observation_ns, 0
         if c.drop_stale_actions:

@@ -27,8 +27,9 @@ class PolicyInputs:
         also after a configure that failed half-way)."""
         self.config, self.counters, self.on_moment_complete = config, counters, on_moment_complete
         self.arrivals: dict[str, float] = {}  # source -> perf_counter() when its newest valid message came
+        # A camera's frame size is fixed by its first frame: one of another size later holds.
         self.assembler = ObservationAssembler(config.cameras, config.joint_names, config.max_input_age,
-                                              instruction=config.instruction)
+                                              instruction=config.instruction, lock_image_shapes=True)
         for camera, topic, fmt in zip(config.cameras, config.camera_topics, config.camera_formats):
             subscriptions.append(node.create_subscription(CompressedImage if fmt == "compressed" else Image, topic,
                                                           self._image_callback(camera, topic), SENSOR_QOS,

@@ -227,6 +227,10 @@ class PolicyNode(LifecycleNode):
     def serve(self, trigger: Trigger) -> None:
         """One wake-up of the worker: a chunk, if one is due and the inputs are valid."""
         now = self.get_clock().now().nanoseconds
+        went_back = self.chunks.check_clock(now)  # (due() would forget that chunk too, silently)
+        if went_back:
+            self.get_logger().warning(f"clock jumped back {went_back * 1e-9:.3f} s: the chunk in force is "
+                                      "forgotten, the next one starts afresh")
         if not self.active or self.held or not self.chunks.due(now, trigger):
             return
         policy, c = self.slot.policy, self.config  # one policy for the whole chunk
@@ -246,12 +250,22 @@ class PolicyNode(LifecycleNode):
                                       "without --max-delay): its chunks start where execution is, as in plain")
         actions = policy.predict(observation, seed=self._sequence, continuation=continuation)
         latency = time.perf_counter() - started
-        if actions.shape != (actions.shape[0], len(c.joint_names)) or not np.all(np.isfinite(actions)):
-            self._hold(f"policy {policy.policy_id} returned invalid actions {actions.shape}")
+        actions = np.asarray(actions)
+        if actions.ndim != 2 or not len(actions) or actions.shape[1] != len(c.joint_names):
+            self._hold(f"policy {policy.policy_id} returned actions of shape {actions.shape}, expected "
+                       f"(n >= 1, {len(c.joint_names)})")
+            return
+        if not np.all(np.isfinite(actions)):
+            self._hold(f"policy {policy.policy_id} returned non-finite actions "
+                       f"({np.count_nonzero(~np.isfinite(actions))} of {actions.size} values NaN or inf)")
             return
         if not self.active or self.held:  # hold or deactivate may have arrived during inference
             return
-        scheduled = self.chunks.accept(actions, observation.stamp_ns, self.get_clock().now().nanoseconds,
+        arrival = self.get_clock().now().nanoseconds
+        if arrival < now:  # the observation may now lie in the clock's future: not placeable in time
+            self._hold(f"clock jumped back {(now - arrival) * 1e-9:.3f} s during inference: chunk dropped")
+            return
+        scheduled = self.chunks.accept(actions, observation.stamp_ns, arrival,
                                        policy.policy_id, committed=continuation.delay if continuation else 0)
         chunk = ActionChunk(actions=scheduled.actions.astype(np.float32), joint_names=c.joint_names,
                             dt_s=c.action_dt, policy_id=policy.policy_id, denoising_steps=policy.steps,
@@ -270,7 +284,14 @@ class PolicyNode(LifecycleNode):
             self.timings_ms["node_overhead"].append((published - arrived - latency) * 1e3)
 
     def _hold(self, reason: str) -> None:
-        if reason != self.hold_reason:
+        import re  # (local: only _hold needs it)
+
+        # Logged when the reason changes, not when only its numbers do (a stale input's age, a
+        # corrupt frame's size): those would log at the chunk rate.
+        def kind(text: str) -> str:
+            return re.sub(r"\d+(\.\d+)?", "#", text)
+
+        if kind(reason) != kind(self.hold_reason):
             self.get_logger().warning(f"holding (no chunk published): {reason}")
         self.hold_reason = reason
 

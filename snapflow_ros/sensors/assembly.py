@@ -1,8 +1,21 @@
 """ObservationAssembler: the newest value of every input, checked before it may reach a policy.
 
 Callbacks store (latest-value hold); `assemble(now)` builds one Observation or raises HoldError
-saying which input is missing, stale (header stamp older than max_age), non-finite or of the
-wrong shape. The node never infers from anything that did not pass here.
+saying which input is missing, stale (header stamp older than max_age), from the future (stamped
+more than future_tolerance_s ahead of now), non-finite or of the wrong shape, or that the
+instruction is empty. The node never infers from anything that did not pass here.
+
+Inputs from the future: a stamp ahead of the node's clock means the two clocks disagree (a sensor
+computer's clock stepped, a simulation reset, a bag replayed against the wrong clock); such an
+input cannot be placed in time, so it is refused. FUTURE_TOLERANCE_S absorbs what is not a clock
+fault: clock sync between machines (chrony / PTP: well under 10 ms) and the quantisation of a
+simulated /clock (gazebo_ros publishes it at 10 Hz by default: up to 0.1 s behind the stamps of
+the sensors it simulates).
+
+Image sizes: with lock_image_shapes, a camera's frame size is fixed by its first valid frame (the
+checkpoints record no training frame size and the families resize any frame, so the node cannot
+ask the policy); a frame of another size later (a camera switched to another mode, another camera
+on the topic) holds until frames of that size come back.
 """
 
 from __future__ import annotations
@@ -14,6 +27,8 @@ import numpy as np
 
 from snapflow_ros.errors import HoldError, InputError
 from snapflow_ros.policy.observation import Observation
+
+FUTURE_TOLERANCE_S = 0.1  # how far ahead of now an input may be stamped (see the module)
 
 
 @dataclass
@@ -29,11 +44,17 @@ class ObservationAssembler:
     max_age_s: float
     image_shapes: dict[str, tuple[int, int]] = field(default_factory=dict)  # camera -> (H, W), optional
     instruction: str = ""
+    future_tolerance_s: float = FUTURE_TOLERANCE_S
+    lock_image_shapes: bool = False  # the first valid frame of a camera without a shape fixes it
+    _locked: set[str] = field(default_factory=set, init=False)  # cameras whose shape a first frame fixed
     _latest: dict[str, _Stamped] = field(default_factory=dict, init=False)
     _lock: Lock = field(default_factory=Lock, init=False)
 
     def update_image(self, camera: str, stamp_ns: int, rgb: np.ndarray) -> None:
         with self._lock:
+            if self.lock_image_shapes and camera not in self.image_shapes and rgb.ndim == 3:
+                self.image_shapes[camera] = tuple(rgb.shape[:2])
+                self._locked.add(camera)
             self._latest[f"camera:{camera}"] = _Stamped(stamp_ns, rgb)
 
     def update_joints(self, stamp_ns: int, positions: np.ndarray) -> None:
@@ -82,21 +103,25 @@ class ObservationAssembler:
             age = (now_ns - latest[name].stamp_ns) * 1e-9
             if age > self.max_age_s:
                 raise HoldError(f"{name} is stale: {age:.3f} s old (max {self.max_age_s:g} s)")
-            if age < -self.max_age_s:
-                raise HoldError(f"{name} is stamped {-age:.3f} s in the future: clocks disagree")
+            if age < -self.future_tolerance_s:
+                raise HoldError(f"{name} is stamped {-age:.3f} s in the future (tolerance "
+                                f"{self.future_tolerance_s:g} s): its clock and this node's disagree")
         images = {}
         for camera in self.cameras:
             image = latest[f"camera:{camera}"].value
             expected = self.image_shapes.get(camera)
             if image.ndim != 3 or image.shape[2] != 3 or (expected and image.shape[:2] != tuple(expected)):
+                since = (" (the size of its first frame: a camera whose frame size changes is held until "
+                         "frames of that size come back or the node is configured again)"
+                         if camera in self._locked else "")
                 raise HoldError(f"camera:{camera} image has shape {image.shape}, expected "
-                                f"{(*expected, 3) if expected else '(H, W, 3)'}")
+                                f"{(*expected, 3) if expected else '(H, W, 3)'}{since}")
             images[camera] = image
         state = np.asarray(latest["joint_states"].value, dtype=np.float64)
         if state.shape != (len(self.joint_names),):
             raise HoldError(f"joint_states has {state.shape} values, expected {len(self.joint_names)}")
-        if not instruction:
-            raise HoldError("no task instruction (topic or 'instruction' parameter)")
+        if not instruction.strip():  # blank is empty: the tokenizers strip it to nothing
+            raise HoldError(f"no task instruction (got {instruction!r}; set the 'instruction' topic or parameter)")
         try:
             return Observation(state=state, images=images, instruction=instruction,
                                stamp_ns=min(latest[n].stamp_ns for n in names))

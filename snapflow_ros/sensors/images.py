@@ -43,8 +43,11 @@ def decode_compressed(format_: str, data: bytes, source: str) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(bytes(data))) as image:
             return np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as error:
-        raise InputError(f"{source}: cannot decode {format_} data ({error})") from None
+    except UnidentifiedImageError:  # (its message names a BytesIO object: new text every frame)
+        raise InputError(f"{source}: cannot decode {format_} data ({len(data)} bytes are not an image "
+                         f"PIL recognises)") from None
+    except (OSError, SyntaxError, ValueError) as error:  # truncated or corrupt after a valid header
+        raise InputError(f"{source}: cannot decode {format_} data ({len(data)} bytes: {error})") from None
 
 
 def encode_raw(rgb: np.ndarray, encoding: str = "rgb8") -> tuple[int, int, int, bytes]:
