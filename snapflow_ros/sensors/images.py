@@ -22,8 +22,12 @@ def decode_raw(encoding: str, height: int, width: int, step: int, data: bytes, s
         raise InputError(f"{source}: encoding '{encoding}' not supported (use one of {list(RAW_ENCODINGS)})")
     if height <= 0 or width <= 0 or step < width * channels:
         raise InputError(f"{source}: inconsistent image geometry height={height} width={width} step={step}")
-    if len(data) < step * height:
-        raise InputError(f"{source}: data has {len(data)} bytes, step*height needs {step * height}")
+    # sensor_msgs/Image: data is exactly step * height bytes. Fewer is a truncated frame; more means
+    # height, step or encoding do not describe the data (another camera mode, a mislabelled topic).
+    if len(data) != step * height:
+        kind = "truncated" if len(data) < step * height else "larger than its header says"
+        raise InputError(f"{source}: data has {len(data)} bytes, step*height is {step * height} "
+                         f"(height={height}, step={step}): frame {kind}")
     rows = np.frombuffer(data, dtype=np.uint8, count=step * height).reshape(height, step)
     pixels = rows[:, : width * channels].reshape(height, width, channels)
     if encoding == "bgr8":
