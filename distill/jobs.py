@@ -6,6 +6,12 @@ lines (snapflow_ros/events.py): progress events update a JobStatus, a done event
 student, an error event carries the reason of a failure. Its stderr is for humans only and goes to
 OUTPUT/job.log. The student appears at OUTPUT/policy only when complete (atomic rename); a
 cancelled or crashed job never leaves one there.
+
+One output directory, one job: a queue refuses a second job for the directory of a queued or
+running one, and the command holds OUTPUT/.lock for its run, so a job of another process is refused
+too. A job that was killed (or failed writing) leaves its periodic checkpoints: the same job
+submitted again continues from the newest one (a resumed event; its status message says the step).
+The child watches its parent: a job server that is killed does not leave its job running.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -23,11 +30,14 @@ from enum import IntEnum
 from pathlib import Path
 from typing import ClassVar
 
-from snapflow_ros.errors import ConfigError
-from snapflow_ros.events import DoneEvent, ErrorEvent, ProgressEvent, parse_line
+from snapflow_ros.errors import ConfigError, SnapflowError
+from snapflow_ros.events import DoneEvent, ErrorEvent, ProgressEvent, ResumedEvent, parse_line
+from snapflow_ros.files import lock_holder
 
 JOB_FILE = "job.json"
 JOB_LOG = "job.log"  # the child's stderr, for humans; never parsed
+JOB_ID_ENV = "SNAPFLOW_JOB_ID"          # the child records it in OUTPUT/.lock
+PARENT_PID_ENV = "SNAPFLOW_PARENT_PID"  # the child stops once this process is no longer its parent
 
 
 class JobState(IntEnum):
@@ -80,6 +90,11 @@ class JobSpec:
         if (output / "policy").exists():
             raise ConfigError(f"job: output_dir {self.output_dir} already holds a student "
                               f"({output / 'policy'}); choose a new directory")
+        # Checkpoints without a student (a killed or failed job) are fine: the job resumes from them.
+        holder = lock_holder(output)
+        if holder is not None:
+            raise ConfigError(f"job: output_dir {self.output_dir} is in use by another run: {holder}; "
+                              f"wait for it to finish or choose another directory")
         if not dataset_config_pending and not Path(self.dataset_config).is_file():
             raise ConfigError(f"job: dataset_config {self.dataset_config!r} is not a file")
         for name in ("steps", "batch_size", "learning_rate", "consistency_weight", "seed"):
@@ -112,6 +127,7 @@ class DistillCommand:
     device: str = "auto"
     holdout_episodes: int = 0       # a job trains on every recorded episode
     log_every: int | None = None
+    checkpoint_every: int | None = None
     progress_format: str = "json"   # the channel JobProcess reads
 
     POSITIONAL: ClassVar[tuple[str, ...]] = ("teacher",)
@@ -127,7 +143,10 @@ class DistillCommand:
                    consistency_weight=given(spec.consistency_weight), seed=spec.seed,
                    device=spec.device or "auto",
                    # About 20 progress reports per job, at most 50 steps apart.
-                   log_every=max(1, min(50, (spec.steps or 2000) // 20)))
+                   log_every=max(1, min(50, (spec.steps or 2000) // 20)),
+                   # A killed job loses at most a tenth of its steps (500 at most): the same job
+                   # submitted again resumes. Derived from the steps alone, so a resubmission matches.
+                   checkpoint_every=max(1, min(500, (spec.steps or 2000) // 10)))
 
     def argv(self, python: str = sys.executable) -> list[str]:
         argv = [python, "-m", "snapflow_ros.cli.main", "distill"]
@@ -173,6 +192,7 @@ class JobProcess:
         self.process: subprocess.Popen | None = None
         self._done: DoneEvent | None = None
         self._error: ErrorEvent | None = None
+        self._resumed: ResumedEvent | None = None
         self._cancelled = False
         self._lock = threading.Lock()
         self.finished = threading.Event()
@@ -191,10 +211,15 @@ class JobProcess:
             self.on_update(status)
 
     def start(self) -> None:
+        """Starts the child; ConfigError when another run holds the output directory (taken while
+        this job was queued), OSError when no process can be started."""
         output = Path(self.spec.output_dir)
+        holder = lock_holder(output)
+        if holder is not None:  # its job.json and job.log are not ours to touch
+            raise ConfigError(f"output_dir {output} is in use by another run: {holder}")
         output.mkdir(parents=True, exist_ok=True)
         (output / JOB_FILE).write_text(json.dumps({"job_id": self.job_id, **asdict(self.spec)}, indent=2) + "\n")
-        env = dict(os.environ)
+        env = dict(os.environ) | {JOB_ID_ENV: self.job_id, PARENT_PID_ENV: str(os.getpid())}
         if self.threads:
             env |= {"OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
         # Own session: a cancel signals the job's whole process group and nothing else. Bytes that
@@ -223,7 +248,7 @@ class JobProcess:
             self._update(state=JobState.CANCELLED, message="cancelled; no student was written", eta_seconds=-1.0)
         elif code == 0 and self._error is None and student and (student / "config.json").is_file():
             self._update(state=JobState.SUCCEEDED, student_checkpoint=str(student), eta_seconds=0.0,
-                         message=f"student written to {student}")
+                         message=f"student written to {student}{self._resumed_note()}")
         else:
             self.fail(self._failure(code))
         self.finished.set()
@@ -233,19 +258,30 @@ class JobProcess:
             self._update(step=event.step, total_steps=event.total_steps, loss=event.loss,
                          loss_flow_matching=event.loss_flow_matching, loss_consistency=event.loss_consistency,
                          steps_per_second=event.steps_per_second, eta_seconds=event.eta_seconds)
+        elif isinstance(event, ResumedEvent):
+            self._resumed = event
+            self._update(step=event.step, message=f"running{self._resumed_note()}")
         elif isinstance(event, DoneEvent):
             self._done = event
         elif isinstance(event, ErrorEvent):
             self._error = event
 
+    def _resumed_note(self) -> str:
+        if self._resumed is None:
+            return ""
+        return f" (resumed from step {self._resumed.step}, {self._resumed.checkpoint})"
+
     def _failure(self, code: int) -> str:
         if self._error is not None:  # the command's own reason, naming bag, topic and field
             return f"{self._error.type}: {self._error.message}"
         log = Path(self.spec.output_dir) / JOB_LOG
-        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        how = f"was killed by signal {-code} ({_signal_name(-code)})" if code < 0 else f"exited with code {code}"
         if code == 0:
             how = "exited without reporting a student"
-        return f"job process {how} and reported no error (its stderr: {log})"
+        resume = ""
+        if code != 0 and any((Path(self.spec.output_dir) / "checkpoints").glob("step-*")):
+            resume = "; submitting the same job again resumes from its newest checkpoint"
+        return f"job process {how} and reported no error (its stderr: {log}){resume}"
 
     def cancel(self) -> bool:
         """Stops the job (SIGTERM, then SIGKILL after 10 s); False if it had already finished."""
@@ -258,7 +294,7 @@ class JobProcess:
             return True
         try:
             os.killpg(self.process.pid, signal.SIGTERM)
-        except ProcessLookupError:
+        except (ProcessLookupError, PermissionError):  # gone already (a zombie group: EPERM on macOS)
             return True
 
         def escalate() -> None:
@@ -269,6 +305,21 @@ class JobProcess:
                     pass
         threading.Thread(target=escalate, daemon=True).start()
         return True
+
+    def kill(self) -> None:
+        """SIGKILL to the job's process group, if it still has one."""
+        if self.process is not None and self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return "unknown signal"
 
 
 @dataclass
@@ -282,15 +333,33 @@ class JobQueue:
 
     def __post_init__(self) -> None:
         self._lock = threading.RLock()  # a job failing to start reports (and starts the next) under it
+        self._closed = False            # cancel_all: no further job starts
 
     def submit(self, spec: JobSpec) -> JobProcess:
+        """Queues a job (started at once when none runs); ConfigError says why it cannot run, e.g.
+        its output_dir is that of a queued or running job."""
         spec.check()
         job = JobProcess(spec, self._changed, niceness=self.niceness, threads=self.threads)
         with self._lock:
+            self.check_output_free(spec.output_dir)
             self.jobs[job.job_id] = job
         self._changed(job.status)
         self._start_next()
         return job
+
+    def check_output_free(self, output_dir: str) -> None:
+        """ConfigError when a queued or running job of this queue writes `output_dir` (however it
+        is spelled), or the queue shuts down. submit checks it; a caller that writes into the
+        directory before submitting (a derived dataset config) can check first."""
+        output = Path(output_dir).resolve()
+        with self._lock:
+            if self._closed:
+                raise ConfigError("job: this queue is shutting down")
+            for other in self.jobs.values():
+                if not other.status.state.finished and Path(other.spec.output_dir).resolve() == output:
+                    raise ConfigError(f"job: output_dir {output_dir} is the output of job {other.job_id} "
+                                      f"({other.status.state.name.lower()}); wait for it, cancel it or choose "
+                                      f"another directory")
 
     def _changed(self, status: JobStatus) -> None:
         if self.on_update:
@@ -300,7 +369,7 @@ class JobQueue:
 
     def _start_next(self) -> None:
         with self._lock:
-            if any(j.status.state == JobState.RUNNING for j in self.jobs.values()):
+            if self._closed or any(j.status.state == JobState.RUNNING for j in self.jobs.values()):
                 return
             queued = [j for j in self.jobs.values() if j.status.state == JobState.QUEUED]
             if not queued:
@@ -308,9 +377,23 @@ class JobQueue:
             job = queued[0]
             try:
                 job.start()
-            except OSError as error:
+            except (OSError, SnapflowError) as error:
                 job.fail(f"cannot start the job process: {error}")
 
-    def cancel_all(self) -> None:
-        for job in list(self.jobs.values()):
+    def cancel_all(self, wait_s: float = 0.5) -> None:
+        """Cancels every job and starts no other; waits up to wait_s for the running ones to end
+        (SIGTERM: they remove their temporaries), then kills the process groups of the rest, so no
+        job outlives the host that shuts down (its escalation thread would not)."""
+        with self._lock:
+            self._closed = True
+            jobs = list(self.jobs.values())
+        for job in jobs:
             job.cancel()
+        deadline = time.monotonic() + wait_s
+        for job in jobs:
+            if job.process is None:
+                continue
+            try:
+                job.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                job.kill()

@@ -11,6 +11,8 @@ A periodic checkpoint, OUTPUT/checkpoints/step-N/, holds no frozen weights and n
     training_state.safetensors  optimizer moments, EMA shadows, each rank's RNG streams
     training_state.json         step, world size, train config, optimizer hyper-parameters,
                                 scheduler, and the teacher's path and id (resume checks the hash)
+It appears under its final name complete or not at all (a full disk, a kill mid-write): resume
+takes the newest complete one and removes what a killed run left half-written.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from snapflow_distill.schedule import warmup_cosine
 from snapflow_ros.data.chunks import ChunkDataset
 from snapflow_ros.errors import CheckpointError, ConfigError, TrainingDivergedError
 from snapflow_ros.events import ProgressEvent as Progress  # what a progress line carries
-from snapflow_ros.files import atomic_directory, read_tensors, save_policy
+from snapflow_ros.files import atomic_directory, read_tensors, reported_write, save_policy, stale_temporaries
 from snapflow_ros.flow.time import sample_flow_time
 from snapflow_ros.policy.contract import FlowPolicy, RawBatch
 
@@ -124,7 +126,9 @@ class _LossModule(torch.nn.Module):
 class Trainer:
     def __init__(self, policy: FlowPolicy, dataset: ChunkDataset, config: TrainConfig,
                  output_dir: Path, progress: Callable[[Progress], None] | None = None,
-                 distributed: DistributedContext | None = None) -> None:
+                 distributed: DistributedContext | None = None,
+                 resumed: Callable[[int, Path], None] | None = None) -> None:
+        """resumed(step, checkpoint) is called (main rank) when run() continues from a checkpoint."""
         self.policy = policy
         self.dataset = dataset
         self.config = config
@@ -133,6 +137,8 @@ class Trainer:
                               f"{policy.chunk_size} actions: use at most {policy.chunk_size - 1}")
         self.output_dir = Path(output_dir)
         self.progress = progress
+        self.resumed = resumed
+        self.resumed_from: Path | None = None  # the checkpoint resume() restored
         self.provenance: dict = {}  # written beside the final policy (teacher, data, ...)
         self.device = policy.device
         self.dist = DistributedContext.from_env() if distributed is None else distributed
@@ -219,8 +225,9 @@ class Trainer:
     def run(self) -> Path:
         """Trains to config.steps (resuming from the newest checkpoint) and returns the final
         policy directory, output_dir/policy."""
-        self.resume()
         main = self.dist.is_main
+        if self.resume() and main and self.resumed:
+            self.resumed(self.step, self.resumed_from)
         metrics = (self.output_dir / "metrics.jsonl").open("a") if main else None
         started, start_step = time.perf_counter(), self.step
         try:
@@ -296,10 +303,11 @@ class Trainer:
                  "teacher": self.provenance.get("teacher"), "teacher_id": self.provenance.get("teacher_id"),
                  "optimizer_param_groups": optimizer["param_groups"],
                  "scheduler": self.scheduler.state_dict()}
-        with atomic_directory(final) as tmp:
-            _save_tensors(self._policy_tensors(), tmp / POLICY_TENSORS)
-            _save_tensors(tensors, tmp / STATE_TENSORS)
-            (tmp / STATE).write_text(json.dumps(state, indent=2) + "\n")
+        with atomic_directory(final) as tmp:  # a failed write leaves the previous checkpoints as they were
+            _save_tensors(self._policy_tensors(), tmp / POLICY_TENSORS, final / POLICY_TENSORS)
+            _save_tensors(tensors, tmp / STATE_TENSORS, final / STATE_TENSORS)
+            with reported_write(final / STATE):
+                (tmp / STATE).write_text(json.dumps(state, indent=2) + "\n")
         if self.config.keep_checkpoints:
             for old in sorted(final.parent.glob("step-*"))[:-self.config.keep_checkpoints]:
                 shutil.rmtree(old)
@@ -309,6 +317,9 @@ class Trainer:
     def resume(self) -> bool:
         """Restores the newest checkpoint into this trainer's policy, optimizer, scheduler, EMA and
         RNG streams; refuses one of another world size, configuration or teacher."""
+        if self.dist.is_main:  # the one writer: what a killed run left half-written goes
+            for leftover in stale_temporaries(self.output_dir / CHECKPOINTS) + stale_temporaries(self.output_dir):
+                shutil.rmtree(leftover, ignore_errors=True)
         checkpoints = sorted((self.output_dir / CHECKPOINTS).glob("step-*"))
         if not checkpoints:
             self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -345,11 +356,14 @@ class Trainer:
         self.data_generator.set_state(tensors[f"rng/{self.dist.rank}/data"])
         self.loss_generator.set_state(tensors[f"rng/{self.dist.rank}/loss"])
         self.step = state["step"]
+        self.resumed_from = latest
         return True
 
 
-def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, path)
+def _save_tensors(tensors: dict[str, torch.Tensor], path: Path, final: Path) -> None:
+    """Writes `path`; a failure names `final`, where the file would have appeared."""
+    with reported_write(final):
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, path)
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """The JSON-lines channel of `--progress-format json`: one object per stdout line, keyed "event".
 
-    {"event": "progress", "step": 40, "total_steps": 2000, "loss": 0.31, ...}
+    {"event": "resumed", "step": 400, "checkpoint": "runs/x/checkpoints/step-00000400"}
+    {"event": "progress", "step": 440, "total_steps": 2000, "loss": 0.31, ...}
     {"event": "done", "student": "runs/x/policy"}
     {"event": "error", "type": "BagError", "message": "bag ...: topic ... not found"}
 
@@ -43,6 +44,14 @@ class ProgressEvent:
 
 
 @dataclass(frozen=True)
+class ResumedEvent:
+    """The run continues from a periodic checkpoint of an earlier run (killed, failed) at this step."""
+
+    step: int
+    checkpoint: str
+
+
+@dataclass(frozen=True)
 class DoneEvent:
     """The command finished; the paths it wrote (whichever apply)."""
 
@@ -62,8 +71,9 @@ class ErrorEvent:
         return cls(type(error).__name__, str(error) or repr(error))
 
 
-Event = Union[ProgressEvent, DoneEvent, ErrorEvent]
-_NAMES: dict[type, str] = {ProgressEvent: "progress", DoneEvent: "done", ErrorEvent: "error"}
+Event = Union[ProgressEvent, ResumedEvent, DoneEvent, ErrorEvent]
+_NAMES: dict[type, str] = {ProgressEvent: "progress", ResumedEvent: "resumed", DoneEvent: "done",
+                           ErrorEvent: "error"}
 
 
 def to_line(event: Event) -> str:
@@ -92,6 +102,11 @@ def parse_line(line: str) -> Event | None:
         if kind == "progress":
             nan = float("nan")  # a non-finite value arrives as null
             return ProgressEvent.from_fields({k: nan if v is None else v for k, v in body.items()})
+        if kind == "resumed":
+            step = body["step"]
+            if isinstance(step, bool) or not isinstance(step, int):
+                raise TypeError(f"step: {step!r} is not an integer")
+            return ResumedEvent(step, str(body["checkpoint"]))
         if kind == "done":
             return DoneEvent(**{f.name: _text(body.get(f.name)) for f in fields(DoneEvent)})
         if kind == "error":

@@ -2,6 +2,10 @@
 sibling + rename), and checkpoint directories' config.json and safetensors read strictly (a
 missing or mismatched tensor is an error, never a randomly initialised policy).
 
+A failed write (a full disk, a file-size limit, no permission) is reported naming the file
+(reported_write): safetensors raises its own error type and write() an OSError without a file
+name. A run directory is held by one writer at a time (output_lock: flock on DIR/.lock).
+
 The bottom of the import tree: families, export, bags and training import it; it imports no
 family (choosing the family of a checkpoint is snapflow_ros.families.registry's job).
 """
@@ -9,24 +13,29 @@ family (choosing the family of a checkpoint is snapflow_ros.families.registry's 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from snapflow_ros.errors import CheckpointError
+from snapflow_ros.errors import CheckpointError, ConfigError, SnapflowError
 from snapflow_ros.policy.contract import FlowPolicy
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 PROVENANCE = "provenance.json"
+LOCK = ".lock"  # in a run directory: flock'ed by the command writing it (output_lock)
+WRITE_FAILURES = (OSError, SafetensorError)  # what writers raise for a full disk or a size limit
 
 
 @contextlib.contextmanager
@@ -66,16 +75,100 @@ def atomic_path(final: Path) -> Iterator[Path]:
         inner.rmdir()
 
 
+def stale_temporaries(directory: Path) -> list[Path]:
+    """What atomic_directory leaves in `directory` when its process is killed mid-write (the
+    temporary .NAME.tmp-* and .NAME.old-* siblings); loaders never read them (their names start
+    with a dot), the single writer of a run directory may remove them."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir()
+                  if p.name.startswith(".") and (".tmp-" in p.name or ".old-" in p.name))
+
+
+@contextlib.contextmanager
+def reported_write(path: Path, error: type[SnapflowError] = CheckpointError) -> Iterator[None]:
+    """Re-raises a failure of the writes inside (a full disk, a file-size limit, no permission) as
+    `error` naming `path`, the file or directory as it would have appeared."""
+    try:
+        yield
+    except SnapflowError:
+        raise
+    except WRITE_FAILURES as failure:
+        reason = " ".join(str(failure).split()) or repr(failure)
+        raise error(f"cannot write {path}: {type(failure).__name__}: {reason}") from failure
+
+
 def save_policy(policy: FlowPolicy, directory: Path, provenance: dict[str, Any] | None = None) -> Path:
     """Writes the policy's directory (its family's layout) atomically, plus provenance.json.
 
     Here and not in the registry: saving needs no family choice (the policy knows its layout),
     and families save too (a built random LeRobot checkpoint)."""
     with atomic_directory(directory) as tmp:
-        policy.save_pretrained(tmp)
+        with reported_write(directory):  # the family writes several files; it says none of their names
+            policy.save_pretrained(tmp)
         if provenance is not None:
-            (tmp / PROVENANCE).write_text(json.dumps(provenance, indent=2, default=str) + "\n")
+            with reported_write(Path(directory) / PROVENANCE):
+                (tmp / PROVENANCE).write_text(json.dumps(provenance, indent=2, default=str) + "\n")
     return Path(directory)
+
+
+def lock_holder(directory: Path) -> str | None:
+    """Who holds `directory`'s output_lock ("pid N (snapflow distill, job J)"), or None when no
+    process holds it. Only probes: takes and drops the lock at once."""
+    path = Path(directory) / LOCK
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None  # no lock file: nobody has ever written there
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _describe_holder(path)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _describe_holder(path: Path) -> str:
+    try:
+        owner = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        owner = {}
+    what = ", ".join(str(v) for v in (owner.get("command"), owner.get("job") and f"job {owner['job']}") if v)
+    return f"pid {owner.get('pid', '?')}" + (f" ({what})" if what else "")
+
+
+@contextlib.contextmanager
+def output_lock(directory: Path, command: str, job: str | None = None, wait_s: float = 1.0) -> Iterator[Path]:
+    """Holds `directory` (created if missing) for one writer: an exclusive flock on DIR/.lock, which
+    records the holder (pid, command, job). Another holder, in this process or any other, makes it
+    raise ConfigError naming the directory and the holder; a probe (lock_holder) is waited out for
+    up to wait_s. The kernel drops the lock when the process ends, however it ends; the file stays."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise ConfigError(f"output directory {directory} is in use by another run: "
+                                      f"{_describe_holder(path)}; wait for it to finish or choose another "
+                                      f"directory") from None
+                time.sleep(0.05)
+        os.ftruncate(fd, 0)
+        owner = {"pid": os.getpid(), "command": command, **({"job": job} if job else {})}
+        os.pwrite(fd, (json.dumps(owner) + "\n").encode(), 0)
+        yield path
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def read_config(directory: Path) -> dict[str, Any]:

@@ -1,8 +1,19 @@
-"""`snapflow train-teacher | distill | eval | bench-distill`: SnapFlow without ROS."""
+"""`snapflow train-teacher | distill | eval | bench-distill`: SnapFlow without ROS.
+
+train-teacher and distill hold their --output for the whole run (OUTPUT/.lock, see
+snapflow_ros.files.output_lock): a second run on the same directory, from any process, stops at
+once naming the first. Started by a job server (snapflow_distill.jobs), they end with it: a parent
+that is gone (killed) stops them as a cancel does.
+"""
 
 from __future__ import annotations
 
 import argparse
+import functools
+import os
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -23,7 +34,76 @@ from snapflow_ros.cli.options import (
 from snapflow_ros.errors import ConfigError
 
 
+def exit_with_parent(poll_s: float = 0.2, grace_s: float = 10.0) -> None:
+    """Started by a job server (its pid in $SNAPFLOW_PARENT_PID): once that parent is gone (killed,
+    so it could not cancel us), stop as a cancel does (SIGTERM: temporaries removed, no student),
+    and exit outright if that has not ended the process after grace_s. A thread, as
+    PR_SET_PDEATHSIG would fire when the parent's *thread* that started us ends."""
+    from snapflow_distill.jobs import PARENT_PID_ENV
+
+    expected = os.environ.get(PARENT_PID_ENV)
+    if not expected or not expected.isdigit():
+        return
+
+    def watch() -> None:
+        while os.getppid() == int(expected):
+            time.sleep(poll_s)
+        print(f"snapflow: parent process {expected} is gone; stopping", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace_s)
+        os._exit(128 + signal.SIGKILL)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
+def run_lock(args: argparse.Namespace, command: str):
+    """OUTPUT held for this run (rank 0 only under torchrun: the ranks share it)."""
+    import contextlib
+
+    from snapflow_distill.jobs import JOB_ID_ENV
+    from snapflow_ros.files import output_lock
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        return contextlib.nullcontext()
+    return output_lock(args.output, f"snapflow {command}", os.environ.get(JOB_ID_ENV))
+
+
+def resumed_report(label: str, fmt: str = "text"):
+    """Says that a run continues from a checkpoint: a resumed event (json) or a line on stderr."""
+    def report(step: int, checkpoint: Path) -> None:
+        if fmt == "json":
+            from snapflow_ros.events import ResumedEvent, emit
+
+            emit(ResumedEvent(step, str(checkpoint)))
+        print(f"{label}: resuming from step {step} ({checkpoint})", file=sys.stderr, flush=True)
+    return report
+
+
+def stopped_at_once(run):
+    """run(args), except that a run stopped by SIGTERM (a cancel, a gone parent) ends as soon as it
+    has unwound (temporaries removed, lock released): without the interpreter's finalisation,
+    which takes most of a second with torch loaded. Same exit code, 128 + SIGTERM."""
+    @functools.wraps(run)
+    def wrapped(args: argparse.Namespace):
+        try:
+            return run(args)
+        except SystemExit as stop:
+            if stop.code != 128 + signal.SIGTERM:
+                raise
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(stop.code)
+    return wrapped
+
+
+@stopped_at_once
 def train_teacher(args: argparse.Namespace) -> Path:
+    exit_with_parent()
+    with run_lock(args, "train-teacher"):
+        return _train_teacher(args)
+
+
+def _train_teacher(args: argparse.Namespace) -> Path:
     from snapflow_distill.synthetic import task_config
     from snapflow_distill.trainer import Trainer
     from snapflow_ros.families.builtin import BuiltinVLA
@@ -34,14 +114,22 @@ def train_teacher(args: argparse.Namespace) -> Path:
     policy.state_normalizer.fit(data.frames[0])
     policy.action_normalizer.fit(data.frames[1])
     trainer = Trainer(policy.to(device(args.device)), data.train, train_config(args, "flow_matching"),
-                      args.output, progress("train-teacher", args.progress_format))
+                      args.output, progress("train-teacher", args.progress_format),
+                      resumed=resumed_report("train-teacher", args.progress_format))
     trainer.provenance |= data.description
     path = trainer.run()
     print(f"teacher written to {path}")
     return path
 
 
+@stopped_at_once
 def distill(args: argparse.Namespace) -> Path:
+    exit_with_parent()
+    with run_lock(args, "distill"):  # before anything is loaded: a second run stops at once
+        return _distill(args)
+
+
+def _distill(args: argparse.Namespace) -> Path:
     from snapflow_distill.trainer import Trainer
     from snapflow_ros.families.registry import load_policy
     from snapflow_ros.files import checkpoint_id
@@ -50,7 +138,8 @@ def distill(args: argparse.Namespace) -> Path:
     data = task_data(args, student.chunk_size)
     check_data_fits(student, data)
     trainer = Trainer(student, data.train, train_config(args, "snapflow"), args.output,
-                      progress("distill", args.progress_format))
+                      progress("distill", args.progress_format),
+                      resumed=resumed_report("distill", args.progress_format))
     trainer.provenance |= {"teacher": str(args.teacher), "teacher_id": checkpoint_id(args.teacher),
                            **data.description}
     path = trainer.run()

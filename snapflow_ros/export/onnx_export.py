@@ -5,6 +5,10 @@ Uses the maintained exporter (torch.onnx.export with dynamo=True), static shapes
 checks every graph with onnx.checker. A graph whose weights exceed protobuf's 2 GB limit (the
 prefix of a real pi0 / pi0.5: the 257152-token embedding alone is 2.1 GB in float32) keeps them
 in `<graph>.onnx.data` beside it (ONNX external data); onnxruntime finds that file itself.
+
+Nothing is visible under the output's name before the whole export is written and checked: a
+failure (a full disk, a file-size limit, a graph the exporter cannot trace) names the file, leaves
+a previous export there as it was and removes the temporary directory.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from snapflow_ros.export.graphs import (
 )
 from snapflow_ros.export.manifest import Manifest, TensorSpec
 from snapflow_ros.families.registry import load_policy
-from snapflow_ros.files import atomic_directory, checkpoint_id, trained_max_delay
+from snapflow_ros.files import WRITE_FAILURES, atomic_directory, checkpoint_id, reported_write, trained_max_delay
 from snapflow_ros.flow.sampling import default_steps
 
 DEFAULT_OPSET = 18
@@ -46,10 +50,12 @@ def weight_bytes(module: torch.nn.Module) -> int:
 
 
 def _export(module: torch.nn.Module, args: tuple, path: Path, input_names: list[str],
-            output_names: list[str], opset: int) -> bool:
-    """Writes and checks one graph; returns whether its weights went to external data."""
+            output_names: list[str], opset: int, final: Path | None = None) -> bool:
+    """Writes and checks one graph at `path` (`final`: where it will appear, named in errors);
+    returns whether its weights went to external data."""
     import onnx
 
+    final = final or path
     external = weight_bytes(module) > EXTERNAL_DATA_ABOVE
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -57,7 +63,12 @@ def _export(module: torch.nn.Module, args: tuple, path: Path, input_names: list[
             torch.onnx.export(module, args, str(path), dynamo=True, opset_version=opset,
                               input_names=input_names, output_names=output_names,
                               external_data=external, verbose=False, optimize=True)
+        except WRITE_FAILURES as error:  # the graph was traced; writing it failed
+            raise ExportError(f"cannot write {final}: {type(error).__name__}: {error}") from error
         except Exception as error:
+            cause = error.__cause__ or error.__context__
+            if isinstance(cause, WRITE_FAILURES):  # the exporter wraps what its writer raised
+                raise ExportError(f"cannot write {final}: {type(cause).__name__}: {cause}") from error
             raise ExportError(f"exporting {path.name} failed: {error}") from error
     try:
         # By path: the checker then reads external data itself and is not bound by 2 GB.
@@ -81,7 +92,8 @@ def export_policy(checkpoint: Path, output: Path, *, steps: int | None = None, o
     graphs = {"prefix": "prefix.onnx", "expert": "expert.onnx"}
     with atomic_directory(output) as tmp:
         (tmp / "processor").mkdir()
-        policy.processor.save(tmp / "processor")  # float32 statistics, before any cast
+        with reported_write(output / "processor", ExportError):
+            policy.processor.save(tmp / "processor")  # float32 statistics, before any cast
         if fp16:  # the graphs take and give float32; inside, the family's fp16 layout
             policy.to_precision(torch.float16)
         # Example tensors from the policy as exported, so the manifest has the cache's dtypes.
@@ -96,13 +108,15 @@ def export_policy(checkpoint: Path, output: Path, *, steps: int | None = None, o
         t, s = torch.ones(1, policy.chunk_size), torch.zeros(1, policy.chunk_size)
         velocity = ExpertGraph(policy, cache_names)(x, t, s, *cache.values())
         external = {"prefix": _export(PrefixGraph(policy, input_names, cache_names), tuple(inputs.values()),
-                                      tmp / "prefix.onnx", input_names, cache_names, opset),
+                                      tmp / "prefix.onnx", input_names, cache_names, opset, output / "prefix.onnx"),
                     "expert": _export(ExpertGraph(policy, cache_names), (x, t, s, *cache.values()),
-                                      tmp / "expert.onnx", ["x", "t", "s", *cache_names], ["velocity"], opset)}
+                                      tmp / "expert.onnx", ["x", "t", "s", *cache_names], ["velocity"], opset,
+                                      output / "expert.onnx")}
         for n in monolithic:
             name = f"monolithic_{n}"
             external[name] = _export(MonolithicGraph(policy, input_names, n), (*inputs.values(), x),
-                                     tmp / f"{name}.onnx", [*input_names, "noise"], ["actions"], opset)
+                                     tmp / f"{name}.onnx", [*input_names, "noise"], ["actions"], opset,
+                                     output / f"{name}.onnx")
             graphs[name] = f"{name}.onnx"
         manifest = Manifest(
             family=policy.family, source_checkpoint=str(checkpoint.resolve()),
@@ -115,5 +129,6 @@ def export_policy(checkpoint: Path, output: Path, *, steps: int | None = None, o
             normalization=policy.processor.normalization_stats(),
             torch_version=torch.__version__,
             external_data=sorted(role for role, used in external.items() if used))
-        manifest.write(tmp)
+        with reported_write(output / "manifest.json", ExportError):
+            manifest.write(tmp)
     return manifest

@@ -97,6 +97,7 @@ class DistillationService:
                 raise ConfigError("dataset_config is empty and this server has no default; name a bag dataset YAML")
             spec = replace(spec, dataset_config=str(Path(spec.output_dir) / DERIVED_DATASET_CONFIG))
             spec.check(dataset_config_pending=True)
+            self.queue.check_output_free(spec.output_dir)  # before writing into a queued job's directory
             Path(spec.output_dir).mkdir(parents=True, exist_ok=True)
             dataset.write_yaml(Path(spec.dataset_config))
         return self.queue.submit(spec)
