@@ -240,8 +240,9 @@ class JobProcess:
         self.finished.set()
 
     def _follow(self) -> None:
-        for line in self.process.stdout:
-            self._handle(parse_line(line))  # None: another print of the command
+        with self.process.stdout:  # closed at EOF: the job stays listed, its pipe must not (a soak leaked one per job)
+            for line in self.process.stdout:
+                self._handle(parse_line(line))  # None: another print of the command
         code = self.process.wait()
         student = Path(self._done.student) if self._done and self._done.student else None
         if self._cancelled:

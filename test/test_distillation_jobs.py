@@ -5,6 +5,7 @@ the bag and topic named when the bags do not fit."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -35,6 +36,7 @@ def test_job_writes_a_student_and_reports_progress_while_the_next_waits(recorded
 
     updates = []
     queue = JobQueue(on_update=updates.append)
+    open_fds = len(os.listdir("/proc/self/fd"))
     first = queue.submit(_spec(recorded, tmp_path / "first"))
     second = queue.submit(_spec(recorded, tmp_path / "second", steps=10, seed=1))
     assert first.status.state == JobState.RUNNING and second.status.state == JobState.QUEUED
@@ -53,6 +55,8 @@ def test_job_writes_a_student_and_reports_progress_while_the_next_waits(recorded
     assert json.loads((tmp_path / "first" / "job.json").read_text())["job_id"] == first.job_id
     _wait(second, lambda s: s.state.finished)  # started once the first finished
     assert second.status.state == JobState.SUCCEEDED
+    assert second.finished.wait(10.0)
+    assert len(os.listdir("/proc/self/fd")) == open_fds  # finished jobs stay listed, their pipes closed
 
 
 def test_cancelled_job_leaves_nothing_loadable(recorded, tmp_path):
