@@ -11,14 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from rcl_interfaces.srv import SetParameters
-from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from snapflow_ros.allowed_roots import AllowedRoots
 from snapflow_ros.bags.config import BagDatasetConfig
 from snapflow_ros.ros.distillation import DistillationService
-from snapflow_ros.ros.parameters import ParameterSpec, declare_parameters
+from snapflow_ros.ros.parameters import ParameterSpec, declare_parameters, string_array
 from snapflow_ros.ros.spin import spin_node
 
 DISTILLATION_SERVER_PARAMETERS: tuple[ParameterSpec, ...] = (
@@ -48,16 +47,11 @@ class DistillationServer(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("distillation_server", **kwargs)
         declare_parameters(self, DISTILLATION_SERVER_PARAMETERS)
-        self.service = DistillationService(self, self._default_dataset, self._swap, self._allowed_roots(),
+        self.service = DistillationService(self, self._default_dataset, self._swap,
+                                           AllowedRoots.of(string_array(self, "allowed_roots")),
                                            self.get_parameter("job_niceness").value,
                                            self.get_parameter("job_threads").value)
         self.get_logger().info("ready: ~/start_distillation, ~/distill")
-
-    def _allowed_roots(self) -> AllowedRoots:
-        try:
-            return AllowedRoots.of(self.get_parameter("allowed_roots").value)
-        except ParameterUninitializedException:  # declared empty
-            return AllowedRoots(())
 
     def _default_dataset(self) -> BagDatasetConfig | None:
         path = self.get_parameter("dataset_config").value

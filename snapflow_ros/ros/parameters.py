@@ -207,12 +207,17 @@ def declare_parameters(node: Node, specs: tuple[ParameterSpec, ...]) -> None:
 def startup_allowed_roots(node: Node) -> AllowedRoots:
     """The node's allowed roots: its 'allowed_roots' and the directory of the checkpoint it was
     started with (both read once, at start: later requests cannot widen them)."""
-    try:
-        roots = list(node.get_parameter("allowed_roots").value)
-    except ParameterUninitializedException:
-        roots = []
     checkpoint = node.get_parameter("checkpoint").value
-    return AllowedRoots.of([*roots, str(Path(checkpoint).expanduser().resolve().parent) if checkpoint else ""])
+    return AllowedRoots.of([*string_array(node, "allowed_roots"),
+                            str(Path(checkpoint).expanduser().resolve().parent) if checkpoint else ""])
+
+
+def string_array(node: Node, name: str) -> list[str]:
+    """A STRING_ARRAY parameter's value; [] when declared empty (rclpy leaves it unset)."""
+    try:
+        return list(node.get_parameter(name).value)
+    except ParameterUninitializedException:
+        return []
 
 
 def read_policy_node_config(node: Node) -> PolicyNodeConfig:

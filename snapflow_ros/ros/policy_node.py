@@ -18,6 +18,7 @@ Relative topic names: remap them or push the node into a namespace.
 
 from __future__ import annotations
 
+import re
 import time
 from collections import deque
 from dataclasses import replace
@@ -52,6 +53,7 @@ from snapflow_ros.runtime.chunk_worker import ChunkWorker
 from snapflow_ros.runtime.serving import PolicySlot, chunk_continuation
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
+NUMBERS = re.compile(r"\d+(\.\d+)?")  # in hold reasons: what changes without changing the reason
 
 
 class PolicyNode(LifecycleNode):
@@ -284,14 +286,9 @@ class PolicyNode(LifecycleNode):
             self.timings_ms["node_overhead"].append((published - arrived - latency) * 1e3)
 
     def _hold(self, reason: str) -> None:
-        import re  # (local: only _hold needs it)
-
         # Logged when the reason changes, not when only its numbers do (a stale input's age, a
         # corrupt frame's size): those would log at the chunk rate.
-        def kind(text: str) -> str:
-            return re.sub(r"\d+(\.\d+)?", "#", text)
-
-        if kind(reason) != kind(self.hold_reason):
+        if NUMBERS.sub("#", reason) != NUMBERS.sub("#", self.hold_reason):
             self.get_logger().warning(f"holding (no chunk published): {reason}")
         self.hold_reason = reason
 
