@@ -30,7 +30,7 @@ pytestmark = pytest.mark.ros
 
 JOINTS = ["shoulder", "elbow", "wrist"]
 POSITIONS = [0.1, 0.2, 0.3]
-INSTRUCTION = "stack the blocks"  # 16 bytes: within the student's max_instruction_tokens (16)
+INSTRUCTION = "stack the blocks"
 RATE_HZ = 20.0          # chunk timer
 SENSOR_HZ = 30.0        # joint states and each camera
 MAX_AGE_S = 0.3         # max_input_age
@@ -503,33 +503,26 @@ def test_a_camera_node_that_goes_away_holds_and_resumes_when_a_new_one_comes(ros
     rig.check_published(_tolerance())
 
 
-def test_an_instruction_longer_than_the_tokenizer_limit_is_truncated_today(ros, student):
-    # TODAY'S BEHAVIOUR, documented (not the desired one): the built-in family keeps the first
-    # max_instruction_tokens (16) UTF-8 bytes of the instruction and drops the rest silently; the node
-    # publishes. A hold naming the length and the limit was not added because the repository's own
-    # built-in policies are driven by longer instructions (the synthetic task and demo bags: "reach
-    # the green target", 22 bytes; the sim tasks, up to 32; config/policy_node.yaml, 21), which would
-    # then hold. When that changes, this test must change with it.
-    import dataclasses
+def test_an_instruction_longer_than_the_tokenizer_limit_holds(ros, student):
+    """The built-in reads max_instruction_tokens (64) UTF-8 bytes; a longer instruction would be
+    truncated to part of the task, so the node holds, naming the length and the limit, and
+    resumes with one that fits."""
+    from std_msgs.msg import String
 
-    from snapflow_ros.families.builtin.processor import tokenize_instructions
+    from snapflow_ros.ros.qos import LATCHED_QOS
 
-    limit = 16
-    long_instruction = INSTRUCTION + " on the left"  # 28 bytes: the policy sees only INSTRUCTION
-    assert len(INSTRUCTION.encode()) == limit < len(long_instruction.encode())
+    long_instruction = "put the white mug on the left plate, then close the top drawer"
+    too_long = long_instruction + " of the cabinet"
+    assert (len(long_instruction), len(too_long)) == (62, 77)
     rig = Rig(ros, student, instruction=long_instruction)
-    assert rig.wait_chunks(2), rig.node.hold_reason
-    assert rig.node.hold_reason == "" and rig.node.assembler.instruction == long_instruction
-    rig.node.held = True  # (the worker predicts no more while this test does)
-    ros.spin_for(2 / RATE_HZ)
-    ids, _ = tokenize_instructions([long_instruction, INSTRUCTION], limit)
-    assert ids.shape == (2, limit) and bool((ids[0] == ids[1]).all())
-    # the same chunk as from the truncated instruction; another instruction changes it
-    policy, observation = rig.node.slot.policy, rig.node.assembler.assemble(rig.node.get_clock().now().nanoseconds)
-    actions = {text: policy.predict(dataclasses.replace(observation, instruction=text), seed=3)
-               for text in (long_instruction, INSTRUCTION, "open the drawer")}
-    np.testing.assert_array_equal(actions[long_instruction], actions[INSTRUCTION])
-    assert not np.allclose(actions[long_instruction], actions["open the drawer"])
+    assert rig.wait_chunks(2), rig.node.hold_reason  # 62 of 64: served whole
+    instruction = rig.probe.create_publisher(String, "instruction", LATCHED_QOS)
+    instruction.publish(String(data=too_long))
+    rig.holds_from_now(f"instruction {too_long!r} takes 77 tokens, student@")
+    assert "reads 64: it would act on a truncated task" in rig.node.hold_reason
+    instruction.publish(String(data=INSTRUCTION))
+    rig.resumes()
+    rig.check_published(_tolerance())
 
 
 # --- the policy ---------------------------------------------------------------------------------

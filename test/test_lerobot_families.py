@@ -303,3 +303,36 @@ def test_lerobot_gradient_checkpointing_gives_the_plain_gradients(teachers, data
     for name, grad in plain.items():
         torch.testing.assert_close(recomputed[name], grad, rtol=1e-4, atol=1e-6,
                                    msg=lambda m, name=name: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_serving_refuses_an_instruction_the_tokenizer_would_truncate(teachers, family):
+    """prompt_tokens counts the prompt the checkpoint's own steps build (pi0.5 writes the state
+    into it) as its tokenizer does: where it fits, the count is the pipeline's attention mask; where
+    it does not, the pipeline truncates to tokenizer_max_length and serving refuses instead."""
+    import numpy as np
+
+    from snapflow_ros.errors import InputError
+    from snapflow_ros.policy.observation import Observation
+    from snapflow_ros.runtime.serving import load_served_policy
+
+    served = load_served_policy(teachers[family])
+    processor = served.processor
+    example = processor.example_batch(1)
+
+    def mask_length(instruction: str) -> int:
+        processed = processor.preprocessor(processor._lerobot_batch(example | {"instruction": [instruction]}))
+        return int(processed["observation.language.attention_mask"].sum())
+
+    def observation(instruction: str) -> Observation:
+        return Observation(state=example["state"][0].numpy(), stamp_ns=0, instruction=instruction,
+                           images={c: example["images"][c][0].numpy() for c in processor.cameras})
+
+    short, long = "open the drawer", " ".join(["open the drawer"] * 40)
+    (tokens,), limit = processor.prompt_tokens(example | {"instruction": [short]})
+    assert 0 < tokens == mask_length(short) <= limit
+    assert np.isfinite(served.predict(observation(short))).all()
+    (tokens,), limit = processor.prompt_tokens(example | {"instruction": [long]})
+    assert tokens > limit == mask_length(long)  # what the policy would read: the first `limit` only
+    with pytest.raises(InputError, match=rf"takes {tokens} tokens, .* reads {limit}: it would act on a truncated task"):
+        served.predict(observation(long))

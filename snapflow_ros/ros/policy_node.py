@@ -32,7 +32,7 @@ from std_srvs.srv import SetBool
 from trajectory_msgs.msg import JointTrajectory
 
 from snapflow_ros.bags.config import BagDatasetConfig
-from snapflow_ros.errors import ConfigError, HoldError, SnapflowError
+from snapflow_ros.errors import ConfigError, HoldError, InputError, SnapflowError
 from snapflow_ros.policy import ActionChunk
 from snapflow_ros.policy.chunk_executor import ChunkExecutor, Trigger
 from snapflow_ros.ros.conversions import chunk_to_msg, chunk_to_trajectory
@@ -250,7 +250,11 @@ class PolicyNode(LifecycleNode):
             self._warned_no_prefix.add(policy.policy_id)
             self.get_logger().warning(f"chunking rtc: {policy.policy_id} takes no committed prefix (distilled "
                                       "without --max-delay): its chunks start where execution is, as in plain")
-        actions = policy.predict(observation, seed=self._sequence, continuation=continuation)
+        try:
+            actions = policy.predict(observation, seed=self._sequence, continuation=continuation)
+        except InputError as error:  # an instruction longer than the policy reads, a state it cannot take
+            self._hold(str(error))
+            return
         latency = time.perf_counter() - started
         actions = np.asarray(actions)
         if actions.ndim != 2 or not len(actions) or actions.shape[1] != len(c.joint_names):

@@ -19,14 +19,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from snapflow_ros.errors import CheckpointError, ConfigError, SnapflowError
+from snapflow_ros.errors import CheckpointError, ConfigError, InputError, SnapflowError
 from snapflow_ros.export.manifest import MANIFEST, Manifest
 from snapflow_ros.families.registry import load_policy
 from snapflow_ros.files import checkpoint_id, read_config, trained_max_delay
 from snapflow_ros.flow.guidance import RtcGuidance
 from snapflow_ros.flow.sampling import default_steps
 from snapflow_ros.policy.chunk_executor import ChunkExecutor
-from snapflow_ros.policy.contract import RawBatch
+from snapflow_ros.policy.contract import Processor, RawBatch
 from snapflow_ros.policy.observation import Observation
 from snapflow_ros.runtime.backends import Backend, OnnxRuntimeBackend, TorchBackend
 
@@ -48,6 +48,7 @@ class ServedPolicy:
     steps: int
     action_dim: int
     cameras: tuple[str, ...]
+    processor: Processor         # its input path: says how many tokens a prompt takes
     load_seconds: float = 0.0
     warmup_ms: float = 0.0
     trained_max_delay: int = 0   # --max-delay of its training: continues up to this many committed actions
@@ -61,10 +62,15 @@ class ServedPolicy:
     def predict(self, observation: Observation, seed: int = 0,
                 continuation: Continuation | None = None) -> np.ndarray:
         """(chunk_size, action_dim) actions in robot units for one observation; with a
-        continuation the chunk continues what executes meanwhile (see the module)."""
+        continuation the chunk continues what executes meanwhile (see the module).
+        InputError for a prompt longer than the policy reads: it would act on part of the task."""
         batch = RawBatch(images={c: torch.tensor(observation.images[c])[None] for c in self.cameras},
                          instruction=[observation.instruction],
                          state=torch.as_tensor(observation.state, dtype=torch.float32)[None])
+        (tokens,), limit = self.processor.prompt_tokens(batch)
+        if tokens > limit:
+            raise InputError(f"instruction {observation.instruction!r} takes {tokens} tokens, {self.policy_id} "
+                             f"reads {limit}: it would act on a truncated task (shorten the instruction)")
         chunk = self.backend.chunk_size
         noise = torch.randn(1, chunk, self.backend.noise_dim, generator=torch.Generator().manual_seed(seed))
         delay, guidance = 0, None
@@ -145,7 +151,7 @@ def load_served_policy(source: Path, backend: str = "torch", device: str = "cpu"
         action_dim, max_delay = policy.action_dim, trained_max_delay(source)
         processor = policy.processor
     served = ServedPolicy(served_backend, policy_id, steps or steps_by_default, action_dim,
-                          tuple(processor.cameras), time.perf_counter() - started,
+                          tuple(processor.cameras), processor, time.perf_counter() - started,
                           trained_max_delay=max_delay, guided=guided)
     example = processor.example_batch(1)
     warm = time.perf_counter()

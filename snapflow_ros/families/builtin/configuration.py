@@ -13,7 +13,7 @@ class BuiltinVLAConfig:
     cameras: tuple[str, ...] = ("front",)  # camera names, in the order the encoder sees them
     image_size: int = 32                    # images are resized to image_size x image_size
     patch_size: int = 8                     # vision encoder: one token per patch
-    max_instruction_tokens: int = 16        # byte tokens of the task instruction (truncated)
+    max_instruction_tokens: int = 64        # byte tokens of the task instruction (served: longer holds)
     state_dim: int = 4                      # proprioceptive state size
     action_dim: int = 4                     # size of one action
     chunk_size: int = 8                     # actions per chunk

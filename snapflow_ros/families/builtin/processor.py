@@ -71,6 +71,11 @@ class BuiltinProcessor:
                 "instruction": [example_instruction(seed)] * batch_size,
                 "state": torch.randn(batch_size, self.config.state_dim, generator=g)}
 
+    def prompt_tokens(self, batch) -> tuple[list[int], int]:
+        """Bytes each instruction takes (what tokenize_instructions keeps of it), and the limit."""
+        return ([len(text.strip().lower().encode("utf-8")) for text in batch["instruction"]],
+                self.config.max_instruction_tokens)
+
     def prepare(self, batch, device: torch.device) -> dict:
         c = self.config
         tokens, token_mask = tokenize_instructions(list(batch["instruction"]), c.max_instruction_tokens)

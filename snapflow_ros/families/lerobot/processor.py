@@ -70,9 +70,33 @@ class LeRobotProcessor:
         return RawBatch(images=images, instruction=[example_instruction(seed)] * batch_size,
                         state=torch.randn(batch_size, state_dim, generator=g))
 
+    def prompt_tokens(self, batch: RawBatch) -> tuple[list[int], int]:
+        """Tokens each sample's prompt takes before truncation, and tokenizer_max_length: the
+        checkpoint's own steps up to its tokenizer build the prompt (pi0.5 writes the state into it)."""
+        from lerobot.processor.tokenizer_processor import TokenizerProcessorStep
+
+        lerobot_batch = self._lerobot_batch(batch)
+        for step, transition in zip(self.preprocessor.steps, self.preprocessor.step_through(lerobot_batch)):
+            if isinstance(step, TokenizerProcessorStep):
+                ids = step.input_tokenizer(step.get_task(transition), truncation=False, padding=False)["input_ids"]
+                return [len(row) for row in ids], step.max_length
+        raise CheckpointError(f"the {self.adapter_class.family} preprocessor has no tokenizer step")
+
     def prepare(self, batch: RawBatch, device: torch.device) -> dict[str, Any]:
         """RawBatch -> LeRobot batch -> the checkpoint's own preprocessor -> the policy class's
         own image/state/action preparation. Training, export and serving all pass here."""
+        processed = self.preprocessor(self._lerobot_batch(batch))
+        stand_in = _PolicyStandIn(self.config, torch.device(device))
+        inputs = self.adapter_class.model_inputs(stand_in, processed)
+        if "actions" in batch:
+            # normalised, padded to max_action_dim
+            inputs["actions"] = self.adapter_class.policy_class().prepare_action(stand_in, processed)
+            pad = processed.get("action_is_pad")
+            inputs["action_mask"] = (torch.ones(inputs["actions"].shape[:2], dtype=torch.bool,
+                                                device=inputs["actions"].device) if pad is None else ~pad)
+        return inputs
+
+    def _lerobot_batch(self, batch: RawBatch) -> dict[str, Any]:
         missing = [c for c in self.cameras if c not in batch["images"]]
         if missing:
             raise InputError(f"images for cameras {missing} missing (got {sorted(batch['images'])})")
@@ -95,16 +119,7 @@ class LeRobotProcessor:
             mask = batch.get("action_mask")
             if mask is not None:
                 lerobot_batch["action_is_pad"] = ~torch.as_tensor(mask, dtype=torch.bool)
-        processed = self.preprocessor(lerobot_batch)
-        stand_in = _PolicyStandIn(self.config, torch.device(device))
-        inputs = self.adapter_class.model_inputs(stand_in, processed)
-        if "actions" in batch:
-            # normalised, padded to max_action_dim
-            inputs["actions"] = self.adapter_class.policy_class().prepare_action(stand_in, processed)
-            pad = processed.get("action_is_pad")
-            inputs["action_mask"] = (torch.ones(inputs["actions"].shape[:2], dtype=torch.bool,
-                                                device=inputs["actions"].device) if pad is None else ~pad)
-        return inputs
+        return lerobot_batch
 
     def unnormalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
         return self.postprocessor(actions[..., : self.action_dim])
