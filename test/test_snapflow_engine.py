@@ -168,8 +168,8 @@ def test_several_cameras_and_resized_images_share_one_prefix():
     assert inputs["images"].shape == (2, 2, 3, 32, 32)
     assert inputs["images"].min() >= -1 and inputs["images"].max() <= 1
     cache = policy.embed_prefix(inputs)
-    # 16 patches per camera + 16 instruction bytes + 1 state token
-    assert cache.keys[0].shape[2] == 2 * 16 + 16 + 1
+    # 16 patches per camera + max_instruction_tokens (64) instruction bytes + 1 state token
+    assert cache.keys[0].shape[2] == 2 * 16 + 64 + 1
     assert cache.mask[0].sum() == 32 + len("pick") + 1
     with pytest.raises(InputError, match=r"cameras \['right'\] missing"):
         policy.prepare({**batch, "images": {"left": images["left"]}})
