@@ -47,12 +47,15 @@ class ServedPolicy:
     policy_id: str
     steps: int
     action_dim: int
-    cameras: tuple[str, ...]
-    processor: Processor         # its input path: says how many tokens a prompt takes
+    processor: Processor         # its input path: cameras, and how many tokens a prompt takes
     load_seconds: float = 0.0
     warmup_ms: float = 0.0
     trained_max_delay: int = 0   # --max-delay of its training: continues up to this many committed actions
     guided: bool = False         # inpaints the upcoming actions instead (guided RTC, torch only)
+
+    @property
+    def cameras(self) -> tuple[str, ...]:
+        return tuple(self.processor.cameras)
 
     @property
     def max_delay(self) -> int:
@@ -151,7 +154,7 @@ def load_served_policy(source: Path, backend: str = "torch", device: str = "cpu"
         action_dim, max_delay = policy.action_dim, trained_max_delay(source)
         processor = policy.processor
     served = ServedPolicy(served_backend, policy_id, steps or steps_by_default, action_dim,
-                          tuple(processor.cameras), processor, time.perf_counter() - started,
+                          processor, time.perf_counter() - started,
                           trained_max_delay=max_delay, guided=guided)
     example = processor.example_batch(1)
     warm = time.perf_counter()

@@ -23,11 +23,16 @@ NORMALIZATION = "normalization.safetensors"
 PAD_TOKEN = 0  # byte b is token b + 1
 
 
+def instruction_bytes(text: str) -> bytes:
+    """What the built-in tokenizes: the instruction stripped, lower-cased, in UTF-8."""
+    return text.strip().lower().encode("utf-8")
+
+
 def tokenize_instructions(instructions: list[str], max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
     """UTF-8 bytes as tokens (no vocabulary file to ship): (B, max_tokens) ids and valid mask."""
     ids = torch.full((len(instructions), max_tokens), PAD_TOKEN, dtype=torch.long)
     for row, text in enumerate(instructions):
-        data = text.strip().lower().encode("utf-8")[:max_tokens]
+        data = instruction_bytes(text)[:max_tokens]
         if data:
             ids[row, : len(data)] = torch.tensor(list(data), dtype=torch.long) + 1
     return ids, ids != PAD_TOKEN
@@ -73,7 +78,7 @@ class BuiltinProcessor:
 
     def prompt_tokens(self, batch) -> tuple[list[int], int]:
         """Bytes each instruction takes (what tokenize_instructions keeps of it), and the limit."""
-        return ([len(text.strip().lower().encode("utf-8")) for text in batch["instruction"]],
+        return ([len(instruction_bytes(text)) for text in batch["instruction"]],
                 self.config.max_instruction_tokens)
 
     def prepare(self, batch, device: torch.device) -> dict:
