@@ -32,7 +32,7 @@ from typing import ClassVar
 
 from snapflow_ros.errors import ConfigError, SnapflowError
 from snapflow_ros.events import DoneEvent, ErrorEvent, ProgressEvent, ResumedEvent, parse_line
-from snapflow_ros.files import lock_holder
+from snapflow_ros.files import refuse_if_held
 
 JOB_FILE = "job.json"
 JOB_LOG = "job.log"  # the child's stderr, for humans; never parsed
@@ -91,10 +91,7 @@ class JobSpec:
             raise ConfigError(f"job: output_dir {self.output_dir} already holds a student "
                               f"({output / 'policy'}); choose a new directory")
         # Checkpoints without a student (a killed or failed job) are fine: the job resumes from them.
-        holder = lock_holder(output)
-        if holder is not None:
-            raise ConfigError(f"job: output_dir {self.output_dir} is in use by another run: {holder}; "
-                              f"wait for it to finish or choose another directory")
+        refuse_if_held(output, "job: output_dir")
         if not dataset_config_pending and not Path(self.dataset_config).is_file():
             raise ConfigError(f"job: dataset_config {self.dataset_config!r} is not a file")
         for name in ("steps", "batch_size", "learning_rate", "consistency_weight", "seed"):
@@ -214,9 +211,7 @@ class JobProcess:
         """Starts the child; ConfigError when another run holds the output directory (taken while
         this job was queued), OSError when no process can be started."""
         output = Path(self.spec.output_dir)
-        holder = lock_holder(output)
-        if holder is not None:  # its job.json and job.log are not ours to touch
-            raise ConfigError(f"output_dir {output} is in use by another run: {holder}")
+        refuse_if_held(output, "output_dir")  # its job.json and job.log are not ours to touch
         output.mkdir(parents=True, exist_ok=True)
         (output / JOB_FILE).write_text(json.dumps({"job_id": self.job_id, **asdict(self.spec)}, indent=2) + "\n")
         env = dict(os.environ) | {JOB_ID_ENV: self.job_id, PARENT_PID_ENV: str(os.getpid())}
@@ -300,10 +295,7 @@ class JobProcess:
 
         def escalate() -> None:
             if not self.finished.wait(10.0):
-                try:
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                self.kill()
         threading.Thread(target=escalate, daemon=True).start()
         return True
 

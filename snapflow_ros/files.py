@@ -132,6 +132,19 @@ def lock_holder(directory: Path) -> str | None:
         os.close(fd)
 
 
+def refuse_if_held(directory: Path, name: str = "output directory") -> None:
+    """ConfigError naming `directory` (as `name`) and its holder when another run holds its
+    output_lock; a probe, like lock_holder."""
+    holder = lock_holder(directory)
+    if holder is not None:
+        raise _in_use(directory, name, holder)
+
+
+def _in_use(directory: Path, name: str, holder: str) -> ConfigError:
+    return ConfigError(f"{name} {directory} is in use by another run: {holder}; wait for it to finish or "
+                       f"choose another directory")
+
+
 def _describe_holder(path: Path) -> str:
     try:
         owner = json.loads(path.read_text() or "{}")
@@ -159,9 +172,7 @@ def output_lock(directory: Path, command: str, job: str | None = None, wait_s: f
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise ConfigError(f"output directory {directory} is in use by another run: "
-                                      f"{_describe_holder(path)}; wait for it to finish or choose another "
-                                      f"directory") from None
+                    raise _in_use(directory, "output directory", _describe_holder(path)) from None
                 time.sleep(0.05)
         os.ftruncate(fd, 0)
         owner = {"pid": os.getpid(), "command": command, **({"job": job} if job else {})}

@@ -353,7 +353,8 @@ def test_a_queued_job_whose_output_dir_another_run_took_fails_without_touching_i
         _wait(queued, lambda s: s.state.finished, 30.0)
         assert queued.status.state == JobState.FAILED and queued.process is None
         assert queued.status.message == (f"cannot start the job process: output_dir {tmp_path / 'queued'} is in "
-                                         f"use by another run: {holder}")
+                                         f"use by another run: {holder}; wait for it to finish or choose "
+                                         f"another directory")
         assert not (tmp_path / "queued" / JOB_FILE).exists() and not (tmp_path / "queued" / JOB_LOG).exists()
     queue.cancel_all()
 

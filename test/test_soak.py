@@ -1,4 +1,4 @@
-"""snapflow soak: the summary's arithmetic (gaps, holds, slopes, checks) on made-up records, and a
+"""snapflow soak: the summary's arithmetic (timer ticks, gaps, holds, slopes, checks) on made-up records, and a
 one-minute smoke of the real command (node process, sensors, swaps, a job, holds; CI runs it;
 no timing assertions)."""
 
@@ -8,9 +8,10 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from snapflow_ros.runtime.soak_report import SoakRecord, summarise
+from snapflow_ros.runtime.soak_report import SoakRecord, summarise, timer_slots
 
 
 def _record(**changes) -> SoakRecord:
@@ -39,6 +40,22 @@ def test_gaps_count_as_missed_unless_a_hold_explains_them():
     assert held["chunks"]["missed_outside_holds"] == 0 and held["passed"]
     assert held["chunks"]["expected_outside_holds"] == round((120 - 1.05) * 10)
     assert not summarise(_record(holds=[(49.95, 51.0)]))["checks"]["nothing_published_while_held"]
+
+
+def test_a_late_chunk_answers_its_own_tick_and_a_skipped_tick_is_missed_despite_jitter():
+    rng = np.random.default_rng(0)
+    jitter = rng.uniform(0.005, 0.03, 1200)  # inference + transport after each tick
+    on_time = [(t / 10 + jitter[t], 2.0, 20.0) for t in range(1200)]
+    late = [(t + (0.074 if i in (300, 900) else 0.0), *rest) for i, (t, *rest) in enumerate(on_time)]
+    report = summarise(_record(chunks=late))
+    assert report["chunks"]["missed_outside_holds"] == 0 and report["passed"]
+    assert report["chunks"]["late_outside_holds"] == 2
+    assert report["chunks"]["max_lateness_outside_holds_s"] == pytest.approx(0.074, abs=0.03)
+    # One tick skipped, its neighbours early and late: gaps of 1.5 to 2.3 periods either way.
+    skipped = [c for i, c in enumerate(late) if i != 600]
+    report = summarise(_record(chunks=skipped))
+    assert report["chunks"]["missed_outside_holds"] == 1 and not report["passed"]
+    assert timer_slots([0.01, 0.13, 0.21, 0.41], 0.1)[0] == [0, 1, 2, 4]
 
 
 def test_memory_growth_fd_leaks_and_unfinished_work_fail():

@@ -8,17 +8,18 @@ distillation job from bags every --job-every seconds, the hold service toggled, 
 Recorded: every chunk (arrival, inference latency, observation stamp -> received), hold windows,
 the node process's RSS and open file descriptors once a second, swaps (until a chunk of the new
 policy arrives), jobs (to their final state) and errors (the node's ERROR logs, refusals, a
-dead node). runtime/soak_report.py summarises them.
+dead node), kept in WORKDIR/record.json. runtime/soak_report.py summarises them.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
@@ -277,6 +278,9 @@ def run_soak(config: SoakConfig) -> dict:
         exit_s = time.monotonic() - stopped
         client.close()
         context.try_shutdown()
+    raw = config.workdir / "record.json"  # the raw record, to summarise again (runtime/soak_report.py)
+    raw.with_suffix(".tmp").write_text(json.dumps(asdict(record)) + "\n")
+    os.replace(raw.with_suffix(".tmp"), raw)
     report = summarise(record)
     report |= {"node_exit_after_sigint_s": exit_s, "node_exit_code": node_process.returncode,
                "setup": {"cameras": list(config.cameras), "camera_hz": config.camera_hz,

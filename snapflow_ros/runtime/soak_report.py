@@ -41,14 +41,40 @@ def _slope_per_10_min(points: list[tuple[float, float]]) -> float | None:
     return float(np.polyfit(t, v, 1)[0] * 600.0)
 
 
+def timer_slots(times: list[float], period: float) -> tuple[list[int], list[float]]:
+    """Each chunk's tick of the node's chunk timer, and how late it arrived (s) against the fastest
+    arrival so far. The timer keeps its phase (rcl schedules tick k at start + k*period, and a tick
+    that comes during inference is served right after it), so a chunk that arrives late still
+    answers its own tick; a tick without a chunk is a missed chunk. A chunk a period behind (less
+    2%, for rounding) is counted as the next tick's, which counts its own tick as missed."""
+    slots: list[int] = []
+    lateness: list[float] = []
+    on_time = None  # when a chunk of the current tick arrives at the fastest seen
+    for t in times:
+        if on_time is None:
+            slots.append(0)
+            on_time = t
+        else:
+            ticks = max(1, int(np.floor((t - on_time) / period + 0.02)))
+            slots.append(slots[-1] + ticks)
+            on_time = min(on_time + ticks * period, t)
+        lateness.append(t - on_time)
+    return slots, lateness
+
+
 def summarise(record: SoakRecord) -> dict:
     period = 1.0 / record.chunk_rate_hz
     held_s = sum(min(off, record.duration_s) - on for on, off in record.holds if on < record.duration_s)
     times = [t for t, _, _ in record.chunks]
-    # A gap is missed chunks unless a hold explains it (a chunk period of slack on each side).
-    gaps = [(a, b - a) for a, b in zip(times, times[1:])
-            if not any(on - period <= b and a <= off + period for on, off in record.holds)]
-    missed = sum(max(0, round(gap / period) - 1) for _, gap in gaps)
+
+    def explained(a: float, b: float) -> bool:  # by a hold, with a chunk period of slack on each side
+        return any(on - period <= b and a <= off + period for on, off in record.holds)
+
+    gaps = [(a, b - a) for a, b in zip(times, times[1:]) if not explained(a, b)]
+    slots, lateness = timer_slots(times, period)
+    # Ticks without a chunk between two chunks, unless a hold explains them.
+    missed = sum(s1 - s0 - 1 for a, b, s0, s1 in zip(times, times[1:], slots, slots[1:]) if not explained(a, b))
+    lateness = [x for x, t in zip(lateness, times) if not explained(t, t)]
     while_held = [t for t in times if _held(t, record.holds, -period)]  # strictly inside a hold
     minutes = []
     for minute in range(int(np.ceil(record.duration_s / 60.0))):
@@ -83,7 +109,10 @@ def summarise(record: SoakRecord) -> dict:
         "chunks": {"published": len(times), "expected_outside_holds": int(round((record.duration_s - held_s)
                                                                                    * record.chunk_rate_hz)),
                    "missed_outside_holds": missed, "published_while_held": len(while_held),
-                   "longest_gap_outside_holds_s": max((g for _, g in gaps), default=None)},
+                   "longest_gap_outside_holds_s": max((g for _, g in gaps), default=None),
+                   # Published, but over half a period after their tick's fastest arrival.
+                   "late_outside_holds": sum(x > period / 2 for x in lateness),
+                   "max_lateness_outside_holds_s": max(lateness, default=None)},
         "held_s": held_s, "holds": len(record.holds),
         "latency_ms": {"inference": percentiles([c[1] for c in record.chunks]),
                        "observation_to_received": percentiles([c[2] for c in record.chunks])},
