@@ -197,3 +197,25 @@ def test_configure_with_a_corrupt_checkpoint_stays_unconfigured_and_says_why(ros
     assert not transition("configure") and state() == "unconfigured"
     assert "model.safetensors: unreadable" in node.configure_error and node.slot.policy is None
     assert not _feed_until(ros, probe, JOINTS, [0.1, 0.2, 0.3], lambda: probe.chunks, timeout_s=0.3)
+
+
+def test_a_destroyed_node_leaves_nothing_in_the_graph(ros):
+    """rclpy's LifecycleNode leaves its state machine (and with it the rcl node and its
+    transition_event publisher) to the garbage collector; a later node of the same name then met
+    a ghost in the graph (CI, test_sros2_policy). destroy_node must remove it at once."""
+    import gc
+
+    from rclpy.node import Node
+
+    node = _policy_node(ros)
+    probe = ros.node(Node, "probe")
+    assert ros.spin_until(lambda: "policy_node" in probe.get_node_names())
+    gc.disable()  # a collection in between would hide the ghost
+    try:
+        ros.executor.remove_node(node)
+        ros.nodes.remove(node)
+        node.destroy_node()
+        assert ros.spin_until(lambda: "policy_node" not in probe.get_node_names(), timeout_s=3.0), \
+            probe.get_node_names()
+    finally:
+        gc.enable()

@@ -312,6 +312,9 @@ class PolicyNode(LifecycleNode):
             self.distillation.shutdown()
         self._release()
         super().destroy_node()
+        # rclpy's LifecycleNode leaves its state machine (transition_event publisher, a handle on the
+        # rcl node) to the garbage collector: until then a ghost 'policy_node' stays in the graph.
+        self._state_machine.destroy_when_not_in_use()
 
 
 def main(args: list[str] | None = None) -> None:
